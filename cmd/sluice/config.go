@@ -1,0 +1,191 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file. Every key has a default (see
+// defaultConfig) and a comment in sluice.example.toml.
+type Config struct {
+	Hostname string `toml:"hostname"`
+	DataDir  string `toml:"data_dir"`
+	Log      struct {
+		Format string `toml:"format"` // "text" or "json"
+		Level  string `toml:"level"`  // "debug", "info", "warn", "error"
+	} `toml:"log"`
+	Submission struct {
+		Listen              []string `toml:"listen"`
+		ListenTLS           []string `toml:"listen_tls"`
+		MaxMessageSize      int64    `toml:"max_message_size"`
+		MaxRecipients       int      `toml:"max_recipients"`
+		MaxConnections      int      `toml:"max_connections"`
+		MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+		IdleTimeout         Duration `toml:"idle_timeout"`
+		DataTimeout         Duration `toml:"data_timeout"`
+	} `toml:"submission"`
+	TLS struct {
+		CertFile string `toml:"cert_file"`
+		KeyFile  string `toml:"key_file"`
+	} `toml:"tls"`
+	Auth struct {
+		UsersFile           string   `toml:"users_file"`
+		MaxFailuresPerLogin int      `toml:"max_failures_per_login"`
+		MaxFailuresPerIP    int      `toml:"max_failures_per_ip"`
+		FailureWindow       Duration `toml:"failure_window"`
+		Lockout             Duration `toml:"lockout"`
+	} `toml:"auth"`
+	Quota struct {
+		RedisURL string `toml:"redis_url"`
+	} `toml:"quota"`
+}
+
+// Duration is a time.Duration written as "15m" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like \"90s\" or \"15m\"", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func defaultConfig() *Config {
+	c := &Config{}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	c.Hostname = host
+	c.DataDir = "./data"
+	c.Log.Format = "text"
+	c.Log.Level = "info"
+	if os.Geteuid() == 0 {
+		c.Submission.Listen = []string{":587"}
+		c.Submission.ListenTLS = []string{":465"}
+	} else {
+		c.Submission.Listen = []string{":2587"}
+		c.Submission.ListenTLS = []string{":2465"}
+	}
+	c.Submission.MaxMessageSize = 25 << 20
+	c.Submission.MaxRecipients = 100
+	c.Submission.MaxConnections = 10000
+	c.Submission.MaxConnectionsPerIP = 100
+	c.Submission.IdleTimeout = Duration{5 * time.Minute}
+	c.Submission.DataTimeout = Duration{3 * time.Minute}
+	c.Auth.MaxFailuresPerLogin = 10
+	c.Auth.MaxFailuresPerIP = 30
+	c.Auth.FailureWindow = Duration{15 * time.Minute}
+	c.Auth.Lockout = Duration{15 * time.Minute}
+	return c
+}
+
+// loadConfig reads path (empty: embedded defaults only), applies SLUICE_*
+// environment overrides and checks the result. Errors are one line.
+func loadConfig(path string) (*Config, error) {
+	c := defaultConfig()
+	if path != "" {
+		md, err := toml.DecodeFile(path, c)
+		if err != nil {
+			var pe toml.ParseError
+			if errors.As(err, &pe) {
+				return nil, fmt.Errorf("config %s: line %d: %s", path, pe.Position.Line, oneLine(pe.Message))
+			}
+			return nil, fmt.Errorf("config %s: %s", path, oneLine(err.Error()))
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			return nil, fmt.Errorf("config %s: unknown key %q (see sluice.example.toml for the keys)", path, und[0].String())
+		}
+	}
+	applyEnv(c)
+	if err := c.check(); err != nil {
+		if path == "" {
+			path = "(defaults)"
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// applyEnv lets the deployment-critical keys be set from the environment.
+func applyEnv(c *Config) {
+	if v, ok := os.LookupEnv("SLUICE_HOSTNAME"); ok {
+		c.Hostname = v
+	}
+	if v, ok := os.LookupEnv("SLUICE_DATA_DIR"); ok {
+		c.DataDir = v
+	}
+	if v, ok := os.LookupEnv("SLUICE_SUBMISSION_LISTEN"); ok {
+		c.Submission.Listen = splitList(v)
+	}
+	if v, ok := os.LookupEnv("SLUICE_SUBMISSION_LISTEN_TLS"); ok {
+		c.Submission.ListenTLS = splitList(v)
+	}
+	if v, ok := os.LookupEnv("SLUICE_REDIS_URL"); ok {
+		c.Quota.RedisURL = v
+	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, f)
+	}
+	return out
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t/"):
+		return fmt.Errorf("hostname %q is not a host name", c.Hostname)
+	case c.DataDir == "":
+		return errors.New("data_dir is empty; set it to a directory Sluice may write, e.g. /var/lib/sluice")
+	case len(c.Submission.Listen)+len(c.Submission.ListenTLS) == 0:
+		return errors.New("[submission] has no listen or listen_tls address; add e.g. listen = [\":587\"]")
+	case c.Submission.MaxMessageSize < 1024:
+		return fmt.Errorf("[submission] max_message_size %d is too small (at least 1024 bytes)", c.Submission.MaxMessageSize)
+	case c.Submission.MaxRecipients < 1:
+		return errors.New("[submission] max_recipients must be at least 1")
+	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
+		return errors.New("[tls] cert_file and key_file must be set together (or both left empty for a self-signed certificate)")
+	case c.Log.Format != "text" && c.Log.Format != "json":
+		return fmt.Errorf("[log] format %q: use \"text\" or \"json\"", c.Log.Format)
+	}
+	for _, a := range append(append([]string{}, c.Submission.Listen...), c.Submission.ListenTLS...) {
+		if _, _, err := splitHostPort(a); err != nil {
+			return fmt.Errorf("[submission] listen address %q is not host:port", a)
+		}
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return err
+	}
+	return nil
+}
+
+// usersFile is where the file backend keeps the logins.
+func (c *Config) usersFile() string {
+	if c.Auth.UsersFile != "" {
+		return c.Auth.UsersFile
+	}
+	return filepath.Join(c.DataDir, "users.json")
+}

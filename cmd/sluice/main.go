@@ -1,0 +1,117 @@
+// Command sluice is the one binary of the Sluice submission gateway. It reads
+// the configuration, wires the packages together and is the only place that
+// knows them all.
+//
+//	sluice serve [--config FILE]
+//	sluice user add|list|passwd|disable|enable|delete ... [--config FILE]
+//	sluice version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+)
+
+var version = "0.1.0-dev"
+
+const usage = `usage: sluice COMMAND [flags]
+
+commands:
+  serve     run the submission gateway
+  user      manage logins: add, list, show, passwd, disable, enable, delete
+  queue     look at the spool: list, show
+  version   print the version
+
+Every command takes --config FILE (default: embedded defaults).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stderr)
+	case "user":
+		err = cmdUser(args[1:], stdin, stdout)
+	case "queue":
+		err = cmdQueue(args[1:], stdout)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "sluice", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "sluice: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "sluice %s: %s\n", args[0], ue.msg)
+			return 2
+		}
+		fmt.Fprintf(stderr, "sluice %s: %s\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// parseInterspersed parses flags that may come before, between or after the
+// positional arguments ("user add a@b.test --quota 5").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usagef("%v", err)
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// multiFlag collects a flag given several times.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func splitHostPort(a string) (string, string, error) { return net.SplitHostPort(a) }
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("[log] level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(c *Config, w io.Writer) *slog.Logger {
+	lvl, _ := parseLevel(c.Log.Level)
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"sluice/relay/spool"
+	"sluice/submit"
+	"sluice/submit/userdb"
+)
+
+func cmdServe(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "configuration file (TOML)")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	certs, err := loadCertificate(cfg, log)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"))
+	if err != nil {
+		return err
+	}
+	users, err := userdb.Open(cfg.usersFile())
+	if err != nil {
+		return err
+	}
+	srv := &submit.Server{
+		Hostname: cfg.Hostname,
+		TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: certs.get,
+		},
+		Auth:   users,
+		Spool:  sp,
+		Logger: log,
+		Guard: submit.NewMemoryGuard(submit.GuardLimits{
+			PerLogin: cfg.Auth.MaxFailuresPerLogin, PerIP: cfg.Auth.MaxFailuresPerIP,
+			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
+		}),
+		Limits: submit.Limits{
+			MaxMessageSize:      cfg.Submission.MaxMessageSize,
+			MaxRecipients:       cfg.Submission.MaxRecipients,
+			MaxConnections:      cfg.Submission.MaxConnections,
+			MaxConnectionsPerIP: cfg.Submission.MaxConnectionsPerIP,
+			IdleTimeout:         cfg.Submission.IdleTimeout.Duration,
+			DataTimeout:         cfg.Submission.DataTimeout.Duration,
+		},
+	}
+
+	// Listen on everything first, so that a taken port is one clear error
+	// before anything is served.
+	type lst struct {
+		l        net.Listener
+		implicit bool
+	}
+	var listeners []lst
+	for _, group := range []struct {
+		addrs    []string
+		implicit bool
+	}{{cfg.Submission.Listen, false}, {cfg.Submission.ListenTLS, true}} {
+		for _, a := range group.addrs {
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				for _, x := range listeners {
+					x.l.Close()
+				}
+				return fmt.Errorf("listen %s: %w", a, err)
+			}
+			listeners = append(listeners, lst{l, group.implicit})
+		}
+	}
+	for _, x := range listeners {
+		kind := "submission (STARTTLS)"
+		if x.implicit {
+			kind = "submissions (implicit TLS)"
+		}
+		log.Info("listening", "addr", x.l.Addr().String(), "kind", kind)
+		fmt.Fprintf(stderr, "sluice: %s on %s\n", kind, x.l.Addr())
+	}
+	log.Info("started", "version", version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "users", users.Path(), "quota_store", quotaStoreName(cfg))
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(listeners))
+	for _, x := range listeners {
+		wg.Add(1)
+		go func(x lst) {
+			defer wg.Done()
+			if err := srv.Serve(x.l, x.implicit); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+				errc <- err
+			}
+		}(x)
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+	case err := <-errc:
+		log.Error("listener failed", "err", err)
+		srv.Close()
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("sessions cut at shutdown deadline", "err", err)
+		srv.Close()
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return nil
+}
+
+func quotaStoreName(c *Config) string {
+	if c.Quota.RedisURL == "" {
+		return "memory"
+	}
+	return "redis"
+}

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sluice/submit/userdb"
+)
+
+const userUsage = `usage:
+  sluice user add ADDRESS [--password-stdin] [--grant ADDRESS|@DOMAIN ...] [--quota N]
+  sluice user set ADDRESS [--grant ...] [--revoke ...] [--quota N]
+  sluice user list
+  sluice user show ADDRESS
+  sluice user passwd ADDRESS [--password-stdin]
+  sluice user disable ADDRESS [--reason TEXT]
+  sluice user enable ADDRESS
+  sluice user delete ADDRESS`
+
+func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("%s", userUsage)
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "configuration file (TOML)")
+	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	quota := fs.Int("quota", -1, "hourly quota of this login (0: the default)")
+	reason := fs.String("reason", "", "why the login is disabled")
+	var grants, revokes multiFlag
+	fs.Var(&grants, "grant", "address or @domain the login may send as")
+	fs.Var(&revokes, "revoke", "grant to remove")
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	db, err := userdb.Open(cfg.usersFile())
+	if err != nil {
+		return err
+	}
+	needAddr := func() (string, error) {
+		if len(pos) != 1 {
+			return "", usagef("%s needs exactly one ADDRESS\n%s", sub, userUsage)
+		}
+		a := strings.ToLower(strings.TrimSpace(pos[0]))
+		if err := userdb.CheckAddress(a); err != nil {
+			return "", usagef("%v", err)
+		}
+		return a, nil
+	}
+	normGrants := func(in []string) ([]string, error) {
+		var out []string
+		for _, g := range in {
+			n, err := userdb.NormaliseGrant(g)
+			if err != nil {
+				return nil, usagef("%v", err)
+			}
+			out = append(out, n)
+		}
+		return out, nil
+	}
+
+	switch sub {
+	case "add":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		gs, err := normGrants(grants)
+		if err != nil {
+			return err
+		}
+		pw, generated, err := obtainPassword(*pwStdin, stdin)
+		if err != nil {
+			return err
+		}
+		hash, err := userdb.HashPassword(pw)
+		if err != nil {
+			return err
+		}
+		err = db.Update(func(users map[string]*userdb.User) error {
+			if users[addr] != nil {
+				return fmt.Errorf("login %s exists already; use 'sluice user set' or 'sluice user passwd'", addr)
+			}
+			u := &userdb.User{Address: addr, Hash: hash, Grants: gs, Created: time.Now().UTC()}
+			if *quota > 0 {
+				u.Quota = *quota
+			}
+			users[addr] = u
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added login %s\n", addr)
+		if generated {
+			fmt.Fprintf(stdout, "password: %s\n", pw)
+		}
+		return nil
+	case "set":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		gs, err := normGrants(grants)
+		if err != nil {
+			return err
+		}
+		rs, err := normGrants(revokes)
+		if err != nil {
+			return err
+		}
+		return db.Update(func(users map[string]*userdb.User) error {
+			u := users[addr]
+			if u == nil {
+				return fmt.Errorf("no login %s; add it with 'sluice user add %s'", addr, addr)
+			}
+			for _, g := range gs {
+				if !contains(u.Grants, g) {
+					u.Grants = append(u.Grants, g)
+				}
+			}
+			var kept []string
+			for _, g := range u.Grants {
+				if !contains(rs, g) {
+					kept = append(kept, g)
+				}
+			}
+			u.Grants = kept
+			if *quota >= 0 {
+				u.Quota = *quota
+			}
+			fmt.Fprintf(stdout, "updated login %s\n", addr)
+			return nil
+		})
+	case "list":
+		list, err := db.List()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "LOGIN\tSTATE\tQUOTA\tGRANTS")
+		for _, u := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Address, state(u), quotaText(u.Quota), strings.Join(u.Grants, " "))
+		}
+		return tw.Flush()
+	case "show":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		u, err := db.Get(addr)
+		if errors.Is(err, userdb.ErrNotFound) {
+			return fmt.Errorf("no login %s", addr)
+		} else if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "login:   %s\nstate:   %s\nquota:   %s\ngrants:  %s\ncreated: %s\n",
+			u.Address, state(u), quotaText(u.Quota), strings.Join(u.Grants, " "), u.Created.Format(time.RFC3339))
+		if u.Reason != "" {
+			fmt.Fprintf(stdout, "reason:  %s\n", u.Reason)
+		}
+		return nil
+	case "passwd":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		pw, generated, err := obtainPassword(*pwStdin, stdin)
+		if err != nil {
+			return err
+		}
+		hash, err := userdb.HashPassword(pw)
+		if err != nil {
+			return err
+		}
+		err = db.Update(func(users map[string]*userdb.User) error {
+			u := users[addr]
+			if u == nil {
+				return fmt.Errorf("no login %s", addr)
+			}
+			u.Hash = hash
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "password of %s changed\n", addr)
+		if generated {
+			fmt.Fprintf(stdout, "password: %s\n", pw)
+		}
+		return nil
+	case "disable", "enable":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		err = db.Update(func(users map[string]*userdb.User) error {
+			u := users[addr]
+			if u == nil {
+				return fmt.Errorf("no login %s", addr)
+			}
+			u.Disabled = sub == "disable"
+			u.Reason = ""
+			if u.Disabled {
+				u.Reason = *reason
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "login %s %sd\n", addr, sub)
+		return nil
+	case "delete":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		err = db.Update(func(users map[string]*userdb.User) error {
+			if users[addr] == nil {
+				return fmt.Errorf("no login %s", addr)
+			}
+			delete(users, addr)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "login %s deleted\n", addr)
+		return nil
+	}
+	return usagef("unknown subcommand %q\n%s", sub, userUsage)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func state(u *userdb.User) string {
+	if u.Disabled {
+		return "disabled"
+	}
+	return "enabled"
+}
+
+func quotaText(q int) string {
+	if q == 0 {
+		return "default"
+	}
+	return fmt.Sprint(q)
+}
+
+// obtainPassword reads one line from stdin, or generates a strong password
+// that the caller prints once.
+func obtainPassword(fromStdin bool, stdin io.Reader) (string, bool, error) {
+	if !fromStdin {
+		const alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+		b := make([]byte, 20)
+		for i := range b {
+			n, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+			if err != nil {
+				return "", false, err
+			}
+			b[i] = alphabet[n.Int64()]
+		}
+		return string(b), true, nil
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", false, usagef("--password-stdin: no password on standard input")
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if len(pw) < 8 {
+		return "", false, usagef("the password must be at least 8 characters")
+	}
+	if len(pw) > 1024 {
+		return "", false, usagef("the password is longer than 1024 characters")
+	}
+	return pw, false, nil
+}

@@ -1,0 +1,293 @@
+// Package spool is Sluice's durable message queue on local disk.
+//
+// A message is accepted only once it is on disk: Enqueue writes it to a
+// temporary file, fsyncs the file, renames it into the queue directory and
+// fsyncs that directory before it returns. Directory syncs are shared by all
+// messages renamed before the sync started (group commit), so fifty
+// concurrent submissions cost far fewer than fifty directory syncs, and no
+// caller is told its message is safe before a sync that covers it finished.
+//
+// Each queued message is one file, queue/ID: a first line "SLUICE-SPOOL 1",
+// the envelope as one line of JSON, then the message bytes exactly as they
+// will be delivered.
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const magic = "SLUICE-SPOOL 1\n"
+
+// ErrNoSpace reports that the disk holding the spool is full.
+var ErrNoSpace = errors.New("spool: no space left on device")
+
+// ErrNotFound reports an ID that is not in the queue.
+var ErrNotFound = errors.New("spool: no such message")
+
+// Envelope is what the spool keeps beside the message bytes.
+type Envelope struct {
+	ID       string    `json:"id"`
+	Login    string    `json:"login"`
+	From     string    `json:"from"`
+	To       []string  `json:"to"`
+	ClientIP string    `json:"client_ip,omitempty"`
+	Received time.Time `json:"received"`
+	Size     int       `json:"size"`
+}
+
+// Spool is a queue directory. Its methods are safe for concurrent use.
+type Spool struct {
+	dir      string // root: holds queue/ and tmp/
+	queueDir string
+	tmpDir   string
+
+	syncMu   sync.Mutex
+	syncCond *sync.Cond
+	gen      uint64 // incremented by each rename that needs a dir sync
+	synced   uint64 // highest gen covered by a finished dir sync
+	syncing  bool
+	syncErr  error
+}
+
+// Open creates the spool directories under dir if needed and returns the
+// spool. Leftover temporary files from a crash are removed: they were never
+// acknowledged.
+func Open(dir string) (*Spool, error) {
+	s := &Spool{dir: dir, queueDir: filepath.Join(dir, "queue"), tmpDir: filepath.Join(dir, "tmp")}
+	s.syncCond = sync.NewCond(&s.syncMu)
+	for _, d := range []string{dir, s.queueDir, s.tmpDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("spool: create %s: %w", d, err)
+		}
+	}
+	leftovers, _ := os.ReadDir(s.tmpDir)
+	for _, e := range leftovers {
+		os.Remove(filepath.Join(s.tmpDir, e.Name()))
+	}
+	return s, nil
+}
+
+// Dir returns the spool's root directory.
+func (s *Spool) Dir() string { return s.dir }
+
+var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
+
+// NewID returns a new queue ID: 16 characters, sortable by creation time
+// (48 bits of milliseconds, then 32 random bits).
+func NewID() string {
+	var b [10]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	rand.Read(b[6:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+func validID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for _, c := range id {
+		if !strings.ContainsRune("0123456789ABCDEFGHJKMNPQRSTVWXYZ", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// Enqueue stores a message durably. parts are written one after the other
+// (a prefix of added headers and the client's bytes, say) without being
+// joined in memory first. When Enqueue returns nil the message survives a
+// crash of the process or the machine.
+func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
+	if !validID(env.ID) {
+		return fmt.Errorf("spool: invalid id %q", env.ID)
+	}
+	env.Size = 0
+	for _, p := range parts {
+		env.Size += len(p)
+	}
+	head, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("spool: encode envelope: %w", err)
+	}
+	tmp := filepath.Join(s.tmpDir, env.ID)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return classify("create", err)
+	}
+	bufs := make([][]byte, 0, len(parts)+3)
+	bufs = append(bufs, []byte(magic), head, []byte{'\n'})
+	bufs = append(bufs, parts...)
+	nb := net2Buffers(bufs)
+	_, err = nb.WriteTo(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return classify("write", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.queueDir, env.ID)); err != nil {
+		os.Remove(tmp)
+		return classify("rename", err)
+	}
+	return s.syncDir()
+}
+
+// syncDir returns once a directory sync that started after the caller's
+// rename has finished. Concurrent callers share one sync.
+func (s *Spool) syncDir() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.gen++
+	mine := s.gen
+	for s.synced < mine {
+		if s.syncing {
+			s.syncCond.Wait()
+			continue
+		}
+		s.syncing = true
+		upTo := s.gen
+		s.syncMu.Unlock()
+		err := syncPath(s.queueDir)
+		s.syncMu.Lock()
+		s.syncing = false
+		if err == nil {
+			s.synced = upTo
+		} else {
+			s.syncErr = err
+		}
+		s.syncCond.Broadcast()
+		if err != nil {
+			return classify("sync dir", err)
+		}
+	}
+	return nil
+}
+
+func syncPath(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func classify(op string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("spool: %s: %w (%v)", op, ErrNoSpace, err)
+	}
+	return fmt.Errorf("spool: %s: %w", op, err)
+}
+
+// Open returns the envelope of a queued message and a reader positioned at
+// the first byte of the message. The caller closes the file.
+func (s *Spool) Open(id string) (*Envelope, io.ReadCloser, error) {
+	if !validID(id) {
+		return nil, nil, ErrNotFound
+	}
+	f, err := os.Open(filepath.Join(s.queueDir, id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool: open %s: %w", id, err)
+	}
+	br := bufio.NewReader(f)
+	env, err := readEnvelope(br)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("spool: %s: %w", id, err)
+	}
+	return env, struct {
+		io.Reader
+		io.Closer
+	}{br, f}, nil
+}
+
+// Read returns the envelope and the whole message.
+func (s *Spool) Read(id string) (*Envelope, []byte, error) {
+	env, rc, err := s.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rc.Close()
+	msg, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool: read %s: %w", id, err)
+	}
+	return env, msg, nil
+}
+
+func readEnvelope(br *bufio.Reader) (*Envelope, error) {
+	first, err := br.ReadString('\n')
+	if err != nil || first != magic {
+		return nil, errors.New("not a spool file")
+	}
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		return nil, errors.New("truncated envelope")
+	}
+	env := new(Envelope)
+	if err := json.Unmarshal(bytes.TrimSuffix(line, []byte{'\n'}), env); err != nil {
+		return nil, fmt.Errorf("bad envelope: %w", err)
+	}
+	return env, nil
+}
+
+// List returns the IDs of the queued messages, oldest first.
+func (s *Spool) List() ([]string, error) {
+	entries, err := os.ReadDir(s.queueDir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: list: %w", err)
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if validID(e.Name()) {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Remove deletes a message from the queue.
+func (s *Spool) Remove(id string) error {
+	if !validID(id) {
+		return ErrNotFound
+	}
+	err := os.Remove(filepath.Join(s.queueDir, id))
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// Writable reports whether a file can be created and synced in the spool.
+func (s *Spool) Writable() error {
+	f, err := os.CreateTemp(s.tmpDir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	return f.Sync()
+}

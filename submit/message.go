@@ -1,0 +1,201 @@
+package submit
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
+	"time"
+)
+
+// maxLine is the longest line RFC 5322 2.1.1 allows, without its CRLF.
+const maxLine = 998
+
+// checkLineEndings walks the message once and refuses bare CR, bare LF, NUL
+// and lines over 998 characters. A bare LF or CR is how SMTP smuggling hides
+// a second message ("\n.\n", "\r.\r"); refusing every bare line ending
+// refuses each of those variants with one reply.
+func checkLineEndings(msg []byte) error {
+	lineLen := 0
+	for i := 0; i < len(msg); i++ {
+		switch msg[i] {
+		case '\r':
+			if i+1 >= len(msg) || msg[i+1] != '\n' {
+				return errBareLineEnding
+			}
+			i++
+			lineLen = 0
+			continue
+		case '\n':
+			return errBareLineEnding
+		case 0:
+			return errNUL
+		}
+		lineLen++
+		if lineLen > maxLine {
+			return errLongLine
+		}
+	}
+	return nil
+}
+
+// headerField is one field of the header section, unfolded value kept raw.
+type headerField struct {
+	name  string // as written
+	value string // folded lines joined, leading space trimmed
+}
+
+// splitHeader returns the fields of the header section and the offset of
+// the body (after the blank line). The message has been checked by
+// checkLineEndings, so every line ends in CRLF.
+func splitHeader(msg []byte) ([]headerField, int, error) {
+	var fields []headerField
+	pos := 0
+	lineNo := 0
+	for pos < len(msg) {
+		end := bytes.Index(msg[pos:], []byte("\r\n"))
+		var line []byte
+		next := len(msg)
+		if end < 0 {
+			line = msg[pos:]
+		} else {
+			line = msg[pos : pos+end]
+			next = pos + end + 2
+		}
+		lineNo++
+		if len(line) == 0 {
+			return fields, next, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if len(fields) == 0 {
+				return nil, 0, reply(554, ecMediaBad, "the message starts with a folded line, not a header field; put From, To and Subject first")
+			}
+			f := &fields[len(fields)-1]
+			f.value += " " + strings.TrimLeft(string(line), " \t")
+		} else {
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 || !validFieldName(line[:colon]) {
+				if lineNo == 1 {
+					return nil, 0, errNoHeader
+				}
+				return nil, 0, reply(554, ecMediaBad,
+					"header line %d is not of the form \"Name: value\"; fix the script or plugin that builds the message, or put a blank line before the body", lineNo)
+			}
+			fields = append(fields, headerField{name: string(line[:colon]), value: strings.TrimLeft(string(line[colon+1:]), " \t")})
+		}
+		pos = next
+	}
+	// Header only, no body.
+	return fields, len(msg), nil
+}
+
+func validFieldName(b []byte) bool {
+	for _, c := range b {
+		if c < 33 || c > 126 || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func (hs headers) get(name string) []string {
+	var out []string
+	for _, f := range hs {
+		if strings.EqualFold(f.name, name) {
+			out = append(out, f.value)
+		}
+	}
+	return out
+}
+
+type headers []headerField
+
+var addrParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
+	return input, nil
+}}}
+
+// checkHeaderSenders applies the sender rules to the header: exactly one
+// From, every address in it owned by the login, and Sender owned too.
+func checkHeaderSenders(hs headers, login *Login) error {
+	froms := hs.get("From")
+	switch {
+	case len(froms) == 0:
+		return reply(550, ecPolicy, "the message has no From header; add From: with your address %s", login.Name)
+	case len(froms) > 1:
+		return reply(550, ecPolicy, "the message has %d From headers; send it with exactly one", len(froms))
+	}
+	list, err := addrParser.ParseList(froms[0])
+	if err != nil || len(list) == 0 {
+		return reply(550, ecPolicy, "the From header %q has no valid address; set it to your address, e.g. From: Name <%s>", clip(froms[0], 80), login.Name)
+	}
+	for _, a := range list {
+		if !login.Owns(a.Address) {
+			return reply(550, ecPolicy, "header From %s is not an address of login %s; send from your own address or ask for it to be added to your login", a.Address, login.Name)
+		}
+	}
+	if senders := hs.get("Sender"); len(senders) > 0 {
+		if len(senders) > 1 {
+			return reply(550, ecPolicy, "the message has %d Sender headers; send it with at most one", len(senders))
+		}
+		a, err := addrParser.Parse(senders[0])
+		if err != nil {
+			return reply(550, ecPolicy, "the Sender header %q has no valid address; remove it or set it to %s", clip(senders[0], 80), login.Name)
+		}
+		if !login.Owns(a.Address) {
+			return reply(550, ecPolicy, "header Sender %s is not an address of login %s; remove the Sender header or use your own address", a.Address, login.Name)
+		}
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// domainOf returns the part after the last @.
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}
+
+// traceHeaders builds what the submission server adds in front of the
+// message: a Received field (RFC 5321 4.4) and, when the client left them
+// out, Date and Message-ID (RFC 6409 8.2, 8.3).
+func traceHeaders(buf *bytes.Buffer, hs headers, t traceInfo) {
+	fmt.Fprintf(buf, "Received: from %s (%s)\r\n\tby %s (Sluice) with %s id %s\r\n\t(authenticated as %s; %s);\r\n\t%s\r\n",
+		sanitizeToken(t.helo), t.ip, t.hostname, t.with, t.id, t.login, t.tlsInfo, t.now.Format(rfc5322Date))
+	if len(hs.get("Date")) == 0 {
+		fmt.Fprintf(buf, "Date: %s\r\n", t.now.Format(rfc5322Date))
+	}
+	if len(hs.get("Message-ID")) == 0 {
+		fmt.Fprintf(buf, "Message-ID: <%s.%s@%s>\r\n", strings.ToLower(t.id), t.now.UTC().Format("20060102150405"), t.hostname)
+	}
+}
+
+const rfc5322Date = "Mon, 02 Jan 2006 15:04:05 -0700"
+
+type traceInfo struct {
+	helo, ip, hostname, with, id, login, tlsInfo string
+	now                                          time.Time
+}
+
+// sanitizeToken keeps a client-supplied HELO name from injecting header
+// syntax into the Received field.
+func sanitizeToken(s string) string {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' || r == '(' || r == ')' || r == ';' {
+			return '_'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,201 @@
+package submit
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"sluice/relay/spool"
+)
+
+// session is one client connection after EHLO. go-smtp calls its methods in
+// order, one at a time.
+type session struct {
+	srv   *Server
+	conn  *smtp.Conn
+	ip    string
+	helo  string
+	tls   bool
+	login *Login
+
+	from  string
+	rcpts []string
+}
+
+// Reset implements smtp.Session.
+func (s *session) Reset() {
+	s.from = ""
+	s.rcpts = s.rcpts[:0]
+}
+
+// Logout implements smtp.Session.
+func (s *session) Logout() error { return nil }
+
+// Mail implements smtp.Session.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.login == nil {
+		return errAuthRequired
+	}
+	if from == "" {
+		return errNullSender
+	}
+	if len(from) > 320 || strings.LastIndexByte(from, '@') <= 0 {
+		return errSenderSyntax
+	}
+	if !s.login.Owns(from) {
+		s.srv.Logger.Warn("sender refused", "login", s.login.Name, "sender", from, "ip", s.ip)
+		return errSenderNotOwned(from, s.login.Name)
+	}
+	if opts != nil && opts.Size > s.srv.Limits.MaxMessageSize {
+		return errTooBigMessage(s.srv.Limits.MaxMessageSize)
+	}
+	s.from = from
+	return nil
+}
+
+// Rcpt implements smtp.Session.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.login == nil {
+		return errAuthRequired
+	}
+	if len(s.rcpts) >= s.srv.Limits.MaxRecipients {
+		return errTooManyRecipients(s.srv.Limits.MaxRecipients)
+	}
+	at := strings.LastIndexByte(to, '@')
+	if len(to) > 320 || at <= 0 || at == len(to)-1 || strings.ContainsAny(to[at+1:], " \t") {
+		return errRcptSyntax
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+// Data implements smtp.Session: bounded read, hygiene, sender rules, trace
+// headers, then the spool. The reply is 250 only after the spool synced.
+func (s *session) Data(r io.Reader) error {
+	start := time.Now()
+	if s.login == nil {
+		return errAuthRequired
+	}
+	id := spool.NewID()
+	msg, err := s.readData(r)
+	if err != nil {
+		return s.refuse(id, len(msg), err, "data")
+	}
+	if err := checkLineEndings(msg); err != nil {
+		return s.refuse(id, len(msg), err, "hygiene")
+	}
+	hs, _, err := splitHeader(msg)
+	if err != nil {
+		return s.refuse(id, len(msg), err, "header")
+	}
+	if err := checkHeaderSenders(headers(hs), s.login); err != nil {
+		return s.refuse(id, len(msg), err, "header-sender")
+	}
+
+	var prefix bytes.Buffer
+	prefix.Grow(512)
+	traceHeaders(&prefix, hs, traceInfo{
+		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, with: s.with(), id: id,
+		login: s.login.Name, tlsInfo: s.tlsInfo(), now: time.Now(),
+	})
+	env := &spool.Envelope{
+		ID: id, Login: s.login.Name, From: s.from, To: append([]string(nil), s.rcpts...),
+		ClientIP: s.ip, Received: time.Now().UTC(),
+	}
+	if err := s.srv.Spool.Enqueue(env, prefix.Bytes(), msg); err != nil {
+		s.srv.Logger.Error("spool write failed", "id", id, "login", s.login.Name, "err", err)
+		if errors.Is(err, spool.ErrNoSpace) {
+			return s.refuse(id, len(msg), errSpoolFull, "spool")
+		}
+		return s.refuse(id, len(msg), errTempFailure, "spool")
+	}
+	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
+		"recipients", len(s.rcpts), "size", env.Size, "verdict", "queued", "reason", "accepted",
+		"ip", s.ip, "ms", time.Since(start).Milliseconds())
+	return errQueued(id)
+}
+
+// readData reads the message within the size limit and the data timeout.
+func (s *session) readData(r io.Reader) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, 8192))
+	tr := &deadlineReader{r: r, conn: s.conn.Conn(), idle: s.srv.Limits.DataTimeout}
+	_, err := buf.ReadFrom(tr)
+	switch {
+	case err == nil:
+		return buf.Bytes(), nil
+	case errors.Is(err, smtp.ErrDataTooLarge):
+		return nil, errTooBigMessage(s.srv.Limits.MaxMessageSize)
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return nil, s.closeWith(reply(500, smtp.EnhancedCode{5, 5, 2},
+			"a line of the message is far longer than 998 characters; let your client encode long lines, then connect again"))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil, s.closeWith(errDataTimeout)
+	}
+	return nil, s.closeWith(reply(421, smtp.EnhancedCode{4, 4, 0}, "the connection broke during DATA; send the message again"))
+}
+
+// deadlineReader extends the read deadline before each read, so a slow but
+// moving upload continues and a stalled one ends after idle.
+type deadlineReader struct {
+	r    io.Reader
+	conn net.Conn
+	idle time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.idle > 0 {
+		d.conn.SetReadDeadline(time.Now().Add(d.idle))
+	}
+	return d.r.Read(p)
+}
+
+// refuse logs a refused message and returns the reply for it.
+func (s *session) refuse(id string, size int, err error, stage string) error {
+	rep := toReply(err)
+	se, _ := rep.(*smtp.SMTPError)
+	code := 0
+	msg := ""
+	if se != nil {
+		code, msg = se.Code, se.Message
+	}
+	if rep != err {
+		s.srv.Logger.Error("internal error", "id", id, "stage", stage, "err", err)
+	}
+	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
+		"recipients", len(s.rcpts), "size", size, "verdict", "refused", "code", code, "stage", stage, "reason", msg, "ip", s.ip)
+	return rep
+}
+
+// closeWith writes a final reply and closes the connection: the reply goes
+// out directly because go-smtp would otherwise keep the session open.
+func (s *session) closeWith(e *smtp.SMTPError) error {
+	c := s.conn.Conn()
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+	s.conn.Close()
+	return e
+}
+
+func (s *session) with() string {
+	if s.tls {
+		return "ESMTPSA"
+	}
+	return "ESMTPA"
+}
+
+func (s *session) tlsInfo() string {
+	st, ok := s.conn.TLSConnectionState()
+	if !ok {
+		return "no TLS"
+	}
+	return fmt.Sprintf("%s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+}
