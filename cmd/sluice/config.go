@@ -41,6 +41,9 @@ type Config struct {
 		FailureWindow       Duration `toml:"failure_window"`
 		Lockout             Duration `toml:"lockout"`
 	} `toml:"auth"`
+	Spool struct {
+		GroupCommit bool `toml:"group_commit"`
+	} `toml:"spool"`
 	Quota struct {
 		RedisURL string `toml:"redis_url"`
 	} `toml:"quota"`
@@ -85,6 +88,7 @@ func defaultConfig() *Config {
 	c.Submission.MaxConnectionsPerIP = 100
 	c.Submission.IdleTimeout = Duration{5 * time.Minute}
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
+	c.Spool.GroupCommit = true
 	c.Auth.MaxFailuresPerLogin = 10
 	c.Auth.MaxFailuresPerIP = 30
 	c.Auth.FailureWindow = Duration{15 * time.Minute}

@@ -45,6 +45,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sp.GroupCommit = cfg.Spool.GroupCommit
 	users, err := userdb.Open(cfg.usersFile())
 	if err != nil {
 		return err
