@@ -13,8 +13,9 @@ type Login struct {
 	// Grants are further addresses ("a@example.com") and whole domains
 	// ("@example.com") the login may use as sender.
 	Grants []string
-	// Quota is the login's own hourly limit; 0 means "use the default".
-	Quota int
+	// Quota is the login's own hourly limit in recipients; nil means the
+	// domain's or the default limit, 0 unlimited.
+	Quota *int
 	// Disabled logins cannot send.
 	Disabled bool
 }

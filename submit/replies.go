@@ -111,6 +111,12 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
+// smtpReplier is an error that carries its own reply (screen's verdicts).
+type smtpReplier interface {
+	error
+	SMTPReply() (code int, enhanced [3]int, message string)
+}
+
 // toReply is the one translator at the SMTP edge: every error a session
 // method returns passes through it. An *smtp.SMTPError built by this package
 // goes out as it is; anything else (a disk error, a store error) is logged by
@@ -123,6 +129,11 @@ func toReply(err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return se
+	}
+	var sr smtpReplier
+	if errors.As(err, &sr) {
+		code, enh, msg := sr.SMTPReply()
+		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: msg}
 	}
 	return errTempFailure
 }

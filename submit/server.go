@@ -29,6 +29,18 @@ type Spooler interface {
 	Enqueue(env *spool.Envelope, parts ...[]byte) error
 }
 
+// QuotaGate is what submit needs from the quota rule (screen.Quota):
+// capacity reserved at RCPT, charged at acceptance, released when the
+// message is refused or abandoned, refunded if it could not be queued.
+// Errors that carry an SMTP reply (SMTPReply method) reach the client as
+// they are.
+type QuotaGate interface {
+	Reserve(ctx context.Context, login string, override *int, txn string, n int) error
+	Commit(ctx context.Context, login string, override *int, txn, id string, n int) error
+	Release(ctx context.Context, login string, override *int, txn string)
+	Refund(ctx context.Context, login string, override *int, id string, n int)
+}
+
 // Limits are the bounds on what a client controls.
 type Limits struct {
 	MaxMessageSize      int64
@@ -59,6 +71,7 @@ type Server struct {
 	Auth      Authenticator
 	Guard     FailureGuard
 	Spool     Spooler
+	Quota     QuotaGate // nil: no quotas
 	Logger    *slog.Logger
 	Limits    Limits
 

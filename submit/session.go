@@ -2,6 +2,7 @@ package submit
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -25,18 +26,32 @@ type session struct {
 	tls   bool
 	login *Login
 
-	from  string
-	rcpts []string
+	from     string
+	rcpts    []string
+	txn      string // quota reservation handle of this transaction
+	reserved bool   // txn holds a reservation to give back
 }
 
 // Reset implements smtp.Session.
 func (s *session) Reset() {
+	s.release()
 	s.from = ""
 	s.rcpts = s.rcpts[:0]
 }
 
-// Logout implements smtp.Session.
-func (s *session) Logout() error { return nil }
+// Logout implements smtp.Session: a dropped connection gives back what it
+// reserved.
+func (s *session) Logout() error {
+	s.release()
+	return nil
+}
+
+func (s *session) release() {
+	if s.reserved && s.srv.Quota != nil && s.login != nil {
+		s.srv.Quota.Release(context.Background(), s.login.Name, s.login.Quota, s.txn)
+	}
+	s.reserved = false
+}
 
 // Mail implements smtp.Session.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
@@ -57,6 +72,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return errTooBigMessage(s.srv.Limits.MaxMessageSize)
 	}
 	s.from = from
+	s.txn = spool.NewID()
 	return nil
 }
 
@@ -71,6 +87,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	at := strings.LastIndexByte(to, '@')
 	if len(to) > 320 || at <= 0 || at == len(to)-1 || strings.ContainsAny(to[at+1:], " \t") {
 		return errRcptSyntax
+	}
+	if q := s.srv.Quota; q != nil {
+		if err := q.Reserve(context.Background(), s.login.Name, s.login.Quota, s.txn, 1); err != nil {
+			return toReply(err)
+		}
+		s.reserved = true
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
@@ -105,11 +127,21 @@ func (s *session) Data(r io.Reader) error {
 		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, with: s.with(), id: id,
 		login: s.login.Name, tlsInfo: s.tlsInfo(), now: time.Now(),
 	})
+	ctx := context.Background()
+	if q := s.srv.Quota; q != nil {
+		if err := q.Commit(ctx, s.login.Name, s.login.Quota, s.txn, id, len(s.rcpts)); err != nil {
+			return s.refuse(id, len(msg), err, "quota")
+		}
+		s.reserved = false
+	}
 	env := &spool.Envelope{
 		ID: id, Login: s.login.Name, From: s.from, To: append([]string(nil), s.rcpts...),
 		ClientIP: s.ip, Received: time.Now().UTC(),
 	}
 	if err := s.srv.Spool.Enqueue(env, prefix.Bytes(), msg); err != nil {
+		if q := s.srv.Quota; q != nil {
+			q.Refund(ctx, s.login.Name, s.login.Quota, id, len(s.rcpts))
+		}
 		s.srv.Logger.Error("spool write failed", "id", id, "login", s.login.Name, "err", err)
 		if errors.Is(err, spool.ErrNoSpace) {
 			return s.refuse(id, len(msg), errSpoolFull, "spool")
@@ -167,7 +199,8 @@ func (s *session) refuse(id string, size int, err error, stage string) error {
 	if se != nil {
 		code, msg = se.Code, se.Message
 	}
-	if rep != err {
+	var sr smtpReplier
+	if rep != err && !errors.As(err, &sr) {
 		s.srv.Logger.Error("internal error", "id", id, "stage", stage, "err", err)
 	}
 	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,

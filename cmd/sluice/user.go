@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,12 +34,16 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
 	cfgPath := fs.String("config", "", "configuration file (TOML)")
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input")
-	quota := fs.Int("quota", -1, "hourly quota of this login (0: the default)")
+	quota := fs.String("quota", "", "recipients per hour for this login: N, 0 for unlimited, or \"default\"")
 	reason := fs.String("reason", "", "why the login is disabled")
 	var grants, revokes multiFlag
 	fs.Var(&grants, "grant", "address or @domain the login may send as")
 	fs.Var(&revokes, "revoke", "grant to remove")
 	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	q, err := parseQuota(*quota)
 	if err != nil {
 		return err
 	}
@@ -95,8 +100,8 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 				return fmt.Errorf("login %s exists already; use 'sluice user set' or 'sluice user passwd'", addr)
 			}
 			u := &userdb.User{Address: addr, Hash: hash, Grants: gs, Created: time.Now().UTC()}
-			if *quota > 0 {
-				u.Quota = *quota
+			if *quota != "" {
+				u.Quota = q
 			}
 			users[addr] = u
 			return nil
@@ -139,8 +144,8 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 				}
 			}
 			u.Grants = kept
-			if *quota >= 0 {
-				u.Quota = *quota
+			if *quota != "" {
+				u.Quota = q
 			}
 			fmt.Fprintf(stdout, "updated login %s\n", addr)
 			return nil
@@ -261,11 +266,26 @@ func state(u *userdb.User) string {
 	return "enabled"
 }
 
-func quotaText(q int) string {
-	if q == 0 {
+func quotaText(q *int) string {
+	switch {
+	case q == nil:
 		return "default"
+	case *q == 0:
+		return "unlimited"
 	}
-	return fmt.Sprint(q)
+	return fmt.Sprint(*q)
+}
+
+// parseQuota reads --quota: "" (not given), "default", or a number >= 0.
+func parseQuota(s string) (*int, error) {
+	if s == "" || s == "default" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return nil, usagef("--quota %q: give a number of recipients per hour, 0 for unlimited, or \"default\"", s)
+	}
+	return &n, nil
 }
 
 // obtainPassword reads one line from stdin, or generates a strong password

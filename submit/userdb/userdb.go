@@ -27,7 +27,7 @@ type User struct {
 	Address  string    `json:"address"`
 	Hash     string    `json:"hash"`
 	Grants   []string  `json:"grants,omitempty"`
-	Quota    int       `json:"quota,omitempty"`
+	Quota    *int      `json:"quota,omitempty"`
 	Disabled bool      `json:"disabled,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
 	Created  time.Time `json:"created"`

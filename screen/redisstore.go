@@ -1,0 +1,297 @@
+package screen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisStore is the QuotaStore shared by every instance: one Lua script per
+// operation, so a check and its charge are one atomic round trip. Redis's
+// own clock (TIME) is used, so instances with skewed clocks still agree.
+//
+// Per scope four keys, all hash-tagged with the charge's tag (the login's
+// domain) so that a login's and its domain's counters sit in one Cluster
+// slot and change together:
+//
+//	sluice:q:{tag}:KEY:log   sorted set of charges, member "id:n", score ms
+//	sluice:q:{tag}:KEY:sum   recipients charged within the window
+//	sluice:q:{tag}:KEY:rexp  sorted set of reservations, score = expiry ms
+//	sluice:q:{tag}:KEY:rcnt  hash txn -> reserved n, and "_sum"
+//
+// Every key gets a TTL of window+hold on every write: no key lives forever.
+type RedisStore struct {
+	rdb redis.UniversalClient
+	cfg StoreConfig
+}
+
+// NewRedisStore uses rdb (a single server, Sentinel or Cluster client).
+func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
+	return &RedisStore{rdb: rdb, cfg: cfg}
+}
+
+// quotaScript does reserve, commit, release, usage and reset. It returns
+// {0, now} on success or {1, scopeIndex, used, nextFitMs, now} when a scope
+// is full; for usage {used, reserved, oldestMs, now}.
+var quotaScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op = ARGV[1]
+local window = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
+local txn = ARGV[4]
+local n = tonumber(ARGV[5])
+local id = ARGV[6]
+local ttl = window + hold + 60000
+local nscopes = #KEYS / 4
+
+local function k(i, j) return KEYS[4 * (i - 1) + j] end
+
+local function clean(i)
+  local log, sum, rexp, rcnt = k(i, 1), k(i, 2), k(i, 3), k(i, 4)
+  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
+  if #old > 0 then
+    local drop = 0
+    for _, m in ipairs(old) do drop = drop + tonumber(string.match(m, ':(%d+)$')) end
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+    redis.call('DECRBY', sum, drop)
+  end
+  local gone = redis.call('ZRANGEBYSCORE', rexp, '-inf', now)
+  if #gone > 0 then
+    for _, r in ipairs(gone) do
+      local c = tonumber(redis.call('HGET', rcnt, r) or '0')
+      redis.call('HDEL', rcnt, r)
+      redis.call('HINCRBY', rcnt, '_sum', -c)
+    end
+    redis.call('ZREMRANGEBYSCORE', rexp, '-inf', now)
+  end
+end
+
+local function used(i)
+  return tonumber(redis.call('GET', k(i, 2)) or '0') + tonumber(redis.call('HGET', k(i, 4), '_sum') or '0')
+end
+
+local function nextfit(i, u, limit)
+  local need = u + n - limit
+  local acc = 0
+  local entries = redis.call('ZRANGE', k(i, 1), 0, -1, 'WITHSCORES')
+  for j = 1, #entries, 2 do
+    acc = acc + tonumber(string.match(entries[j], ':(%d+)$'))
+    if acc >= need then return tonumber(entries[j + 1]) + window end
+  end
+  return now + hold
+end
+
+local function unreserve(i)
+  local c = tonumber(redis.call('HGET', k(i, 4), txn) or '0')
+  if c > 0 then
+    redis.call('HDEL', k(i, 4), txn)
+    redis.call('HINCRBY', k(i, 4), '_sum', -c)
+    redis.call('ZREM', k(i, 3), txn)
+  end
+end
+
+local function touch(i)
+  for j = 1, 4 do redis.call('PEXPIRE', k(i, j), ttl) end
+end
+
+if op == 'reset' then
+  for i = 1, nscopes do for j = 1, 4 do redis.call('DEL', k(i, j)) end end
+  return {0, now}
+end
+
+for i = 1, nscopes do clean(i) end
+
+if op == 'usage' then
+  local first = redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
+  local oldest = 0
+  if #first > 0 then oldest = tonumber(first[2]) end
+  return {tonumber(redis.call('GET', k(1, 2)) or '0'), tonumber(redis.call('HGET', k(1, 4), '_sum') or '0'), oldest, now}
+end
+
+if op == 'refund' then
+  for i = 1, nscopes do
+    if redis.call('ZREM', k(i, 1), id .. ':' .. n) == 1 then redis.call('DECRBY', k(i, 2), n) end
+    touch(i)
+  end
+  return {0, now}
+end
+
+if op == 'release' then
+  for i = 1, nscopes do unreserve(i); touch(i) end
+  return {0, now}
+end
+
+for i = 1, nscopes do
+  local limit = tonumber(ARGV[6 + i])
+  local u = used(i)
+  if op == 'commit' then u = u - tonumber(redis.call('HGET', k(i, 4), txn) or '0') end
+  if limit > 0 and u + n > limit then
+    return {1, i, u, nextfit(i, u, limit), now}
+  end
+end
+
+for i = 1, nscopes do
+  if op == 'reserve' then
+    redis.call('HINCRBY', k(i, 4), txn, n)
+    redis.call('HINCRBY', k(i, 4), '_sum', n)
+    redis.call('ZADD', k(i, 3), now + hold, txn)
+  else
+    unreserve(i)
+    redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
+    redis.call('INCRBY', k(i, 2), n)
+  end
+  touch(i)
+end
+return {0, now}
+`)
+
+func quotaKeys(tag string, keys ...string) []string {
+	out := make([]string, 0, 4*len(keys))
+	for _, key := range keys {
+		p := "sluice:q:{" + tag + "}:" + key
+		out = append(out, p+":log", p+":sum", p+":rexp", p+":rcnt")
+	}
+	return out
+}
+
+func (r *RedisStore) run(ctx context.Context, op string, c Charge) ([]int64, error) {
+	keys := make([]string, 0, len(c.Scopes))
+	for _, s := range c.Scopes {
+		keys = append(keys, s.Key)
+	}
+	args := []any{op, r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), c.Txn, c.N, c.ID}
+	for _, s := range c.Scopes {
+		args = append(args, s.Limit)
+	}
+	res, err := quotaScript.Run(ctx, r.rdb, quotaKeys(c.Tag, keys...), args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrStore, op, err)
+	}
+	return res, nil
+}
+
+func (r *RedisStore) refusal(c Charge, res []int64) *Refusal {
+	if len(res) < 5 || res[0] != 1 {
+		return nil
+	}
+	i := int(res[1]) - 1
+	if i < 0 || i >= len(c.Scopes) {
+		i = 0
+	}
+	return &Refusal{Scope: c.Scopes[i], Used: int(res[2]), NextFit: time.UnixMilli(res[3])}
+}
+
+// Reserve implements QuotaStore.
+func (r *RedisStore) Reserve(ctx context.Context, c Charge) (*Refusal, error) {
+	res, err := r.run(ctx, "reserve", c)
+	if err != nil {
+		return nil, err
+	}
+	return r.refusal(c, res), nil
+}
+
+// Commit implements QuotaStore.
+func (r *RedisStore) Commit(ctx context.Context, c Charge) (*Refusal, error) {
+	res, err := r.run(ctx, "commit", c)
+	if err != nil {
+		return nil, err
+	}
+	return r.refusal(c, res), nil
+}
+
+// Release implements QuotaStore.
+func (r *RedisStore) Release(ctx context.Context, c Charge) error {
+	_, err := r.run(ctx, "release", c)
+	return err
+}
+
+// Refund takes back the charge of message c.ID (c.N recipients).
+func (r *RedisStore) Refund(ctx context.Context, c Charge) error {
+	_, err := r.run(ctx, "refund", c)
+	return err
+}
+
+// Usage implements QuotaStore.
+func (r *RedisStore) Usage(ctx context.Context, tag, key string) (Usage, error) {
+	res, err := r.run(ctx, "usage", Charge{Tag: tag, Scopes: []Scope{{Key: key}}})
+	if err != nil {
+		return Usage{}, err
+	}
+	if len(res) < 4 {
+		return Usage{}, fmt.Errorf("%w: usage: short answer", ErrStore)
+	}
+	u := Usage{Used: int(res[0]), Reserved: int(res[1])}
+	if res[2] > 0 {
+		u.Resets = time.UnixMilli(res[2]).Add(r.cfg.Window)
+	}
+	return u, nil
+}
+
+// Reset implements QuotaStore.
+func (r *RedisStore) Reset(ctx context.Context, tag, key string) error {
+	_, err := r.run(ctx, "reset", Charge{Tag: tag, Scopes: []Scope{{Key: key}}})
+	return err
+}
+
+// Ping reports whether Redis answers.
+func (r *RedisStore) Ping(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	return nil
+}
+
+// NewRedisClient builds a go-redis UniversalClient from one URL form:
+//
+//	redis://[:password@]host:port[/db]            a single server
+//	rediss://...                                   the same over TLS
+//	redis-sentinel://[:password@]h1:p1,h2:p2/MASTER[?db=N]
+//	redis-cluster://[:password@]h1:p1,h2:p2
+//
+// timeout bounds dialing, reads and writes (the on_store_error policy
+// applies past it).
+func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, error) {
+	opts := &redis.UniversalOptions{DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: 1, PoolSize: 64}
+	switch {
+	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"):
+		o, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("redis_url: %v", err)
+		}
+		opts.Addrs = []string{o.Addr}
+		opts.Password, opts.Username, opts.DB, opts.TLSConfig = o.Password, o.Username, o.DB, o.TLSConfig
+	case strings.HasPrefix(url, "redis-sentinel://"), strings.HasPrefix(url, "redis-cluster://"):
+		rest := url[strings.Index(url, "://")+3:]
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+			cred := rest[:at]
+			rest = rest[at+1:]
+			if i := strings.IndexByte(cred, ':'); i >= 0 {
+				opts.Username, opts.Password = cred[:i], cred[i+1:]
+			} else {
+				opts.Password = cred
+			}
+		}
+		hosts, path, _ := strings.Cut(rest, "/")
+		opts.Addrs = strings.Split(hosts, ",")
+		if strings.HasPrefix(url, "redis-sentinel://") {
+			master, q, _ := strings.Cut(path, "?")
+			if master == "" {
+				return nil, errors.New("redis_url: a sentinel URL names the master: redis-sentinel://h1:26379,h2:26379/mymaster")
+			}
+			opts.MasterName = master
+			if strings.HasPrefix(q, "db=") {
+				fmt.Sscanf(q[3:], "%d", &opts.DB)
+			}
+		} else {
+			opts.IsClusterMode = true
+		}
+	default:
+		return nil, fmt.Errorf("redis_url %q: use redis://, rediss://, redis-sentinel:// or redis-cluster://", url)
+	}
+	return redis.NewUniversalClient(opts), nil
+}
