@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,8 +46,20 @@ type Config struct {
 		GroupCommit bool `toml:"group_commit"`
 	} `toml:"spool"`
 	Quota struct {
-		RedisURL string `toml:"redis_url"`
+		RedisURL        string                       `toml:"redis_url"`
+		MessagesPerHour int                          `toml:"messages_per_hour"`
+		Window          Duration                     `toml:"window"`
+		Hold            Duration                     `toml:"reservation_hold"`
+		Timeout         Duration                     `toml:"timeout"`
+		OnStoreError    string                       `toml:"on_store_error"`
+		Domains         map[string]domainQuotaConfig `toml:"domains"`
 	} `toml:"quota"`
+}
+
+// domainQuotaConfig is one [quota.domains."example.com"] table.
+type domainQuotaConfig struct {
+	PerLogin *int `toml:"per_login"`
+	Total    int  `toml:"total"`
 }
 
 // Duration is a time.Duration written as "15m" in TOML.
@@ -89,6 +102,11 @@ func defaultConfig() *Config {
 	c.Submission.IdleTimeout = Duration{5 * time.Minute}
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Spool.GroupCommit = true
+	c.Quota.MessagesPerHour = 200
+	c.Quota.Window = Duration{time.Hour}
+	c.Quota.Hold = Duration{10 * time.Minute}
+	c.Quota.Timeout = Duration{200 * time.Millisecond}
+	c.Quota.OnStoreError = "tempfail"
 	c.Auth.MaxFailuresPerLogin = 10
 	c.Auth.MaxFailuresPerIP = 30
 	c.Auth.FailureWindow = Duration{15 * time.Minute}
@@ -176,8 +194,28 @@ func (c *Config) check() error {
 		return fmt.Errorf("[log] format %q: use \"text\" or \"json\"", c.Log.Format)
 	}
 	for _, a := range append(append([]string{}, c.Submission.Listen...), c.Submission.ListenTLS...) {
-		if _, _, err := splitHostPort(a); err != nil {
-			return fmt.Errorf("[submission] listen address %q is not host:port", a)
+		_, port, err := splitHostPort(a)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("[submission] listen address %q is not host:port with a port from 0 to 65535", a)
+		}
+	}
+	switch {
+	case c.Quota.OnStoreError != "tempfail" && c.Quota.OnStoreError != "allow":
+		return fmt.Errorf("[quota] on_store_error %q: use \"tempfail\" or \"allow\"", c.Quota.OnStoreError)
+	case c.Quota.MessagesPerHour < 0:
+		return errors.New("[quota] messages_per_hour must be 0 (unlimited) or more")
+	case c.Quota.Window.Duration < time.Second:
+		return errors.New("[quota] window must be at least 1s")
+	case c.Quota.Timeout.Duration <= 0:
+		return errors.New("[quota] timeout must be positive, e.g. \"200ms\"")
+	}
+	for d, q := range c.Quota.Domains {
+		if d != strings.ToLower(d) || !strings.Contains(d, ".") {
+			return fmt.Errorf("[quota.domains] %q: write the domain in lower case, e.g. [quota.domains.\"example.com\"]", d)
+		}
+		if q.Total < 0 || q.PerLogin != nil && *q.PerLogin < 0 {
+			return fmt.Errorf("[quota.domains.%q] limits must be 0 (unlimited) or more", d)
 		}
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {

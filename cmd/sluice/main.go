@@ -25,6 +25,7 @@ const usage = `usage: sluice COMMAND [flags]
 commands:
   serve     run the submission gateway
   user      manage logins: add, list, show, passwd, disable, enable, delete
+  quota     show or reset a login's hourly quota
   queue     look at the spool: list, show
   version   print the version
 
@@ -46,6 +47,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stderr)
 	case "user":
 		err = cmdUser(args[1:], stdin, stdout)
+	case "quota":
+		err = cmdQuota(args[1:], stdout)
 	case "queue":
 		err = cmdQueue(args[1:], stdout)
 	case "version", "--version", "-v":

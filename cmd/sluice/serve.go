@@ -50,6 +50,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	st, err := openStores(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	srv := &submit.Server{
 		Hostname: cfg.Hostname,
 		TLSConfig: &tls.Config{
@@ -59,10 +64,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 		Auth:   users,
 		Spool:  sp,
 		Logger: log,
-		Guard: submit.NewMemoryGuard(submit.GuardLimits{
-			PerLogin: cfg.Auth.MaxFailuresPerLogin, PerIP: cfg.Auth.MaxFailuresPerIP,
-			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
-		}),
+		Guard:  st.guard,
+		Quota:  st.quota,
 		Limits: submit.Limits{
 			MaxMessageSize:      cfg.Submission.MaxMessageSize,
 			MaxRecipients:       cfg.Submission.MaxRecipients,
@@ -104,6 +107,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "sluice: %s on %s\n", kind, x.l.Addr())
 	}
 	log.Info("started", "version", version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "users", users.Path(), "quota_store", quotaStoreName(cfg))
+
+	stopControl, err := serveControl(context.Background(), cfg, st.quota, users, log)
+	if err != nil {
+		for _, x := range listeners {
+			x.l.Close()
+		}
+		return err
+	}
+	defer stopControl()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(listeners))

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"sluice/screen"
+	"sluice/submit"
+)
+
+// stores are the counters the gateway keeps: in Redis when redis_url is
+// set (shared by every instance), in memory otherwise.
+type stores struct {
+	rdb   redis.UniversalClient // nil without Redis
+	quota *screen.Quota
+	guard submit.FailureGuard
+}
+
+func (s *stores) Close() {
+	if s.rdb != nil {
+		s.rdb.Close()
+	}
+}
+
+func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
+	st := &stores{}
+	storeCfg := screen.StoreConfig{Window: cfg.Quota.Window.Duration, Hold: cfg.Quota.Hold.Duration}
+	var qs screen.QuotaStore
+	if cfg.Quota.RedisURL != "" {
+		redis.SetLogger(redisLogger{log})
+		rdb, err := screen.NewRedisClient(cfg.Quota.RedisURL, cfg.Quota.Timeout.Duration)
+		if err != nil {
+			return nil, err
+		}
+		st.rdb = rdb
+		qs = screen.NewRedisStore(rdb, storeCfg)
+		st.guard = screen.NewRedisGuard(rdb, cfg.Auth.MaxFailuresPerLogin, cfg.Auth.MaxFailuresPerIP,
+			cfg.Auth.FailureWindow.Duration, cfg.Auth.Lockout.Duration)
+		if err := rdb.Ping(context.Background()).Err(); err != nil {
+			// Not fatal: Sluice answers 451 4.3.0 (or accepts, by
+			// on_store_error) until Redis is back.
+			log.Warn("redis not reachable at start; retrying on each use", "err", err)
+		}
+	} else {
+		qs = screen.NewMemoryStore(storeCfg)
+		st.guard = submit.NewMemoryGuard(submit.GuardLimits{
+			PerLogin: cfg.Auth.MaxFailuresPerLogin, PerIP: cfg.Auth.MaxFailuresPerIP,
+			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
+		})
+	}
+	qc := screen.QuotaConfig{Default: cfg.Quota.MessagesPerHour, AllowOnStoreError: cfg.Quota.OnStoreError == "allow",
+		Domains: map[string]screen.DomainQuota{}}
+	for d, q := range cfg.Quota.Domains {
+		qc.Domains[strings.ToLower(d)] = screen.DomainQuota{PerLogin: q.PerLogin, Total: q.Total}
+	}
+	st.quota = screen.NewQuota(qs, qc, log)
+	return st, nil
+}
+
+// quotaReport is what `sluice quota show` prints for one login.
+type quotaReport struct {
+	Login        string `json:"login"`
+	Limit        int    `json:"limit"`
+	Used         int    `json:"used"`
+	Reserved     int    `json:"reserved"`
+	Resets       string `json:"resets,omitempty"`
+	DomainLimit  int    `json:"domain_limit,omitempty"`
+	DomainUsed   int    `json:"domain_used,omitempty"`
+	DomainResets string `json:"domain_resets,omitempty"`
+}
+
+func quotaShow(ctx context.Context, q *screen.Quota, cfg *Config, login string, override *int) (*quotaReport, error) {
+	login = strings.ToLower(login)
+	dom := login[strings.LastIndexByte(login, '@')+1:]
+	u, err := q.Store().Usage(ctx, dom, "login:"+login)
+	if err != nil {
+		return nil, err
+	}
+	r := &quotaReport{Login: login, Limit: q.Limit(login, override), Used: u.Used, Reserved: u.Reserved}
+	if !u.Resets.IsZero() {
+		r.Resets = u.Resets.UTC().Format("2006-01-02 15:04:05 UTC")
+	}
+	if d, ok := cfg.Quota.Domains[dom]; ok && d.Total > 0 {
+		du, err := q.Store().Usage(ctx, dom, "domain:"+dom)
+		if err != nil {
+			return nil, err
+		}
+		r.DomainLimit, r.DomainUsed = d.Total, du.Used
+		if !du.Resets.IsZero() {
+			r.DomainResets = du.Resets.UTC().Format("2006-01-02 15:04:05 UTC")
+		}
+	}
+	return r, nil
+}
+
+func quotaReset(ctx context.Context, q *screen.Quota, login string) error {
+	login = strings.ToLower(login)
+	if !strings.Contains(login, "@") {
+		return fmt.Errorf("%q is not a login address", login)
+	}
+	dom := login[strings.LastIndexByte(login, '@')+1:]
+	return q.Store().Reset(ctx, dom, "login:"+login)
+}
+
+// redisLogger sends go-redis's own messages (reconnects, pool) to our log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug("redis client", "detail", fmt.Sprintf(format, v...))
+}
