@@ -171,8 +171,11 @@ func (u *User) login() *submit.Login {
 	return l
 }
 
-// Get returns a copy of one login.
+// Get returns a copy of one login, as the file says now.
 func (f *File) Get(address string) (*User, error) {
+	f.mu.Lock()
+	f.checked = time.Time{}
+	f.mu.Unlock()
 	if err := f.refresh(); err != nil {
 		return nil, err
 	}
