@@ -118,36 +118,36 @@ var addrParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader
 
 // checkHeaderSenders applies the sender rules to the header: exactly one
 // From, every address in it owned by the login, and Sender owned too.
-func checkHeaderSenders(hs headers, login *Login) error {
+func checkHeaderSenders(hs headers, login *Login) (fromDomain string, err error) {
 	froms := hs.get("From")
 	switch {
 	case len(froms) == 0:
-		return reply(550, ecPolicy, "the message has no From header; add From: with your address %s", login.Name)
+		return "", reply(550, ecPolicy, "the message has no From header; add From: with your address %s", login.Name)
 	case len(froms) > 1:
-		return reply(550, ecPolicy, "the message has %d From headers; send it with exactly one", len(froms))
+		return "", reply(550, ecPolicy, "the message has %d From headers; send it with exactly one", len(froms))
 	}
 	list, err := addrParser.ParseList(froms[0])
 	if err != nil || len(list) == 0 {
-		return reply(550, ecPolicy, "the From header %q has no valid address; set it to your address, e.g. From: Name <%s>", clip(froms[0], 80), login.Name)
+		return "", reply(550, ecPolicy, "the From header %q has no valid address; set it to your address, e.g. From: Name <%s>", clip(froms[0], 80), login.Name)
 	}
 	for _, a := range list {
 		if !login.Owns(a.Address) {
-			return reply(550, ecPolicy, "header From %s is not an address of login %s; send from your own address or ask for it to be added to your login", a.Address, login.Name)
+			return "", reply(550, ecPolicy, "header From %s is not an address of login %s; send from your own address or ask for it to be added to your login", a.Address, login.Name)
 		}
 	}
 	if senders := hs.get("Sender"); len(senders) > 0 {
 		if len(senders) > 1 {
-			return reply(550, ecPolicy, "the message has %d Sender headers; send it with at most one", len(senders))
+			return "", reply(550, ecPolicy, "the message has %d Sender headers; send it with at most one", len(senders))
 		}
 		a, err := addrParser.Parse(senders[0])
 		if err != nil {
-			return reply(550, ecPolicy, "the Sender header %q has no valid address; remove it or set it to %s", clip(senders[0], 80), login.Name)
+			return "", reply(550, ecPolicy, "the Sender header %q has no valid address; remove it or set it to %s", clip(senders[0], 80), login.Name)
 		}
 		if !login.Owns(a.Address) {
-			return reply(550, ecPolicy, "header Sender %s is not an address of login %s; remove the Sender header or use your own address", a.Address, login.Name)
+			return "", reply(550, ecPolicy, "header Sender %s is not an address of login %s; remove the Sender header or use your own address", a.Address, login.Name)
 		}
 	}
-	return nil
+	return strings.ToLower(domainOf(list[0].Address)), nil
 }
 
 func clip(s string, n int) string {

@@ -41,6 +41,14 @@ type QuotaGate interface {
 	Refund(ctx context.Context, login string, override *int, id string, n int)
 }
 
+// Signer DKIM-signs an accepted message (dkim.Keyring with the configured
+// fallback). It returns the DKIM-Signature fields to put in front of the
+// message parts, and a short description for the log ("signed as d (rsa)",
+// "unsigned").
+type Signer interface {
+	Sign(fromDomain string, parts ...[]byte) (fields []byte, outcome string, err error)
+}
+
 // Limits are the bounds on what a client controls.
 type Limits struct {
 	MaxMessageSize      int64
@@ -72,6 +80,7 @@ type Server struct {
 	Guard     FailureGuard
 	Spool     Spooler
 	Quota     QuotaGate // nil: no quotas
+	Signer    Signer    // nil: no DKIM signing
 	Logger    *slog.Logger
 	Limits    Limits
 

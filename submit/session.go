@@ -117,7 +117,8 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return s.refuse(id, len(msg), err, "header")
 	}
-	if err := checkHeaderSenders(headers(hs), s.login); err != nil {
+	fromDomain, err := checkHeaderSenders(headers(hs), s.login)
+	if err != nil {
 		return s.refuse(id, len(msg), err, "header-sender")
 	}
 
@@ -127,6 +128,16 @@ func (s *session) Data(r io.Reader) error {
 		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, with: s.with(), id: id,
 		login: s.login.Name, tlsInfo: s.tlsInfo(), now: time.Now(),
 	})
+	// Sign what will be delivered, byte for byte: the trace headers and the
+	// client's message. Every retry later sends these same bytes.
+	var sigs []byte
+	signing := "unsigned"
+	if s.srv.Signer != nil {
+		sigs, signing, err = s.srv.Signer.Sign(fromDomain, prefix.Bytes(), msg)
+		if err != nil {
+			return s.refuse(id, len(msg), err, "dkim")
+		}
+	}
 	ctx := context.Background()
 	if q := s.srv.Quota; q != nil {
 		if err := q.Commit(ctx, s.login.Name, s.login.Quota, s.txn, id, len(s.rcpts)); err != nil {
@@ -138,7 +149,7 @@ func (s *session) Data(r io.Reader) error {
 		ID: id, Login: s.login.Name, From: s.from, To: append([]string(nil), s.rcpts...),
 		ClientIP: s.ip, Received: time.Now().UTC(),
 	}
-	if err := s.srv.Spool.Enqueue(env, prefix.Bytes(), msg); err != nil {
+	if err := s.srv.Spool.Enqueue(env, sigs, prefix.Bytes(), msg); err != nil {
 		if q := s.srv.Quota; q != nil {
 			q.Refund(ctx, s.login.Name, s.login.Quota, id, len(s.rcpts))
 		}
@@ -149,7 +160,7 @@ func (s *session) Data(r io.Reader) error {
 		return s.refuse(id, len(msg), errTempFailure, "spool")
 	}
 	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
-		"recipients", len(s.rcpts), "size", env.Size, "verdict", "queued", "reason", "accepted",
+		"recipients", len(s.rcpts), "size", env.Size, "verdict", "queued", "reason", "accepted", "dkim", signing,
 		"ip", s.ip, "ms", time.Since(start).Milliseconds())
 	return errQueued(id)
 }

@@ -42,6 +42,9 @@ type Config struct {
 		FailureWindow       Duration `toml:"failure_window"`
 		Lockout             Duration `toml:"lockout"`
 	} `toml:"auth"`
+	DKIM struct {
+		FallbackDomain string `toml:"fallback_domain"`
+	} `toml:"dkim"`
 	Spool struct {
 		GroupCommit bool `toml:"group_commit"`
 	} `toml:"spool"`

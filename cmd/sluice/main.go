@@ -25,6 +25,7 @@ const usage = `usage: sluice COMMAND [flags]
 commands:
   serve     run the submission gateway
   user      manage logins: add, list, show, passwd, disable, enable, delete
+  dkim      DKIM keys: keygen, list, record, activate, retire
   quota     show or reset a login's hourly quota
   queue     look at the spool: list, show
   version   print the version
@@ -47,6 +48,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stderr)
 	case "user":
 		err = cmdUser(args[1:], stdin, stdout)
+	case "dkim":
+		err = cmdDKIM(args[1:], stdout)
 	case "quota":
 		err = cmdQuota(args[1:], stdout)
 	case "queue":

@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"sluice/dkim"
 	"sluice/relay/spool"
 	"sluice/submit"
 	"sluice/submit/userdb"
@@ -50,6 +52,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ring, err := dkim.Open(dkimDir(cfg))
+	if err != nil {
+		return err
+	}
 	st, err := openStores(cfg, log)
 	if err != nil {
 		return err
@@ -66,6 +72,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		Logger: log,
 		Guard:  st.guard,
 		Quota:  st.quota,
+		Signer: dkimSigner{ring: ring, fallback: strings.ToLower(cfg.DKIM.FallbackDomain)},
 		Limits: submit.Limits{
 			MaxMessageSize:      cfg.Submission.MaxMessageSize,
 			MaxRecipients:       cfg.Submission.MaxRecipients,
@@ -116,6 +123,16 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer stopControl()
+
+	// Users reload themselves at the next login; DKIM keys are checked for
+	// changes (keygen, activate, retire) every second.
+	go func() {
+		for range time.Tick(time.Second) {
+			if err := ring.ReloadIfChanged(); err != nil {
+				log.Error("dkim keys not reloaded; still signing with the previous set", "err", err)
+			}
+		}
+	}()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(listeners))
