@@ -242,10 +242,16 @@ func (k *Keyring) Generate(domain, selector, algo string) ([]*Key, error) {
 	var made []*Key
 	err := k.update(func(keys []*Key) ([]*Key, error) {
 		for _, a := range algos {
+			sel := selector
+			if len(algos) > 1 {
+				// One TXT record per name: two algorithms need two
+				// selectors, or verifiers pick the wrong key.
+				sel = selector + "-" + a
+			}
 			hasActive := false
 			for _, x := range keys {
-				if x.Domain == domain && x.Selector == selector && x.Algo == a && x.State != Retired {
-					return nil, fmt.Errorf("%s already has a %s key for selector %s", domain, a, selector)
+				if x.Domain == domain && x.Selector == sel {
+					return nil, fmt.Errorf("%s already has a key with selector %s; choose another selector", domain, sel)
 				}
 				if x.Domain == domain && x.Algo == a && x.State == Active {
 					hasActive = true
@@ -255,14 +261,14 @@ func (k *Keyring) Generate(domain, selector, algo string) ([]*Key, error) {
 			if err != nil {
 				return nil, err
 			}
-			file := filepath.Join(domain, selector+"."+a+".pem")
+			file := filepath.Join(domain, sel+"."+a+".pem")
 			if err := os.MkdirAll(filepath.Join(k.dir, domain), 0o700); err != nil {
 				return nil, err
 			}
 			if err := writeFileSynced(filepath.Join(k.dir, file), pemBytes, 0o600); err != nil {
 				return nil, err
 			}
-			key := &Key{Domain: domain, Selector: selector, Algo: a, State: Pending, Created: time.Now().UTC(), File: file, signer: signer}
+			key := &Key{Domain: domain, Selector: sel, Algo: a, State: Pending, Created: time.Now().UTC(), File: file, signer: signer}
 			if !hasActive {
 				key.State, key.Activated = Active, key.Created
 			}
@@ -290,7 +296,10 @@ func (k *Keyring) setState(domain, selector, state string) error {
 	return k.update(func(keys []*Key) ([]*Key, error) {
 		found := false
 		for _, x := range keys {
-			if x.Domain == domain && x.Selector == selector && x.State != Retired {
+			// "s1" also names the pair s1-rsa and s1-ed25519 that
+			// keygen --algo both made.
+			match := x.Selector == selector || x.Selector == selector+"-"+x.Algo
+			if x.Domain == domain && match && x.State != Retired {
 				found = true
 				x.State = state
 				if state == Active {

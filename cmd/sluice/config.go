@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,13 @@ type Config struct {
 		FailureWindow       Duration `toml:"failure_window"`
 		Lockout             Duration `toml:"lockout"`
 	} `toml:"auth"`
+	DNS struct {
+		Resolver string `toml:"resolver"`
+	} `toml:"dns"`
+	Relay struct {
+		HELO      string   `toml:"helo"`
+		SourceIPs []string `toml:"source_ips"`
+	} `toml:"relay"`
 	DKIM struct {
 		FallbackDomain string `toml:"fallback_domain"`
 	} `toml:"dkim"`
@@ -203,6 +211,16 @@ func (c *Config) check() error {
 			return fmt.Errorf("[submission] listen address %q is not host:port with a port from 0 to 65535", a)
 		}
 	}
+	for _, ip := range c.Relay.SourceIPs {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("[relay] source_ips: %q is not an IP address", ip)
+		}
+	}
+	if c.DNS.Resolver != "" {
+		if _, _, err := splitHostPort(c.DNS.Resolver); err != nil {
+			return fmt.Errorf("[dns] resolver %q is not host:port, e.g. \"127.0.0.1:53\"", c.DNS.Resolver)
+		}
+	}
 	switch {
 	case c.Quota.OnStoreError != "tempfail" && c.Quota.OnStoreError != "allow":
 		return fmt.Errorf("[quota] on_store_error %q: use \"tempfail\" or \"allow\"", c.Quota.OnStoreError)
@@ -225,6 +243,14 @@ func (c *Config) check() error {
 		return err
 	}
 	return nil
+}
+
+// heloName is the name Sluice greets remote servers with.
+func (c *Config) heloName() string {
+	if c.Relay.HELO != "" {
+		return c.Relay.HELO
+	}
+	return c.Hostname
 }
 
 // usersFile is where the file backend keeps the logins.
