@@ -49,6 +49,13 @@ type Signer interface {
 	Sign(fromDomain string, parts ...[]byte) (fields []byte, outcome string, err error)
 }
 
+// SenderCheck judges the sender domain's DNS before relaying (see
+// dkim/dnscheck.Precheck): mail that receivers would reject for SPF or
+// DMARC is refused at DATA with the record to fix.
+type SenderCheck interface {
+	CheckSender(ctx context.Context, fromDomain, envelopeFrom string) error
+}
+
 // Limits are the bounds on what a client controls.
 type Limits struct {
 	MaxMessageSize      int64
@@ -79,8 +86,9 @@ type Server struct {
 	Auth      Authenticator
 	Guard     FailureGuard
 	Spool     Spooler
-	Quota     QuotaGate // nil: no quotas
-	Signer    Signer    // nil: no DKIM signing
+	Quota     QuotaGate   // nil: no quotas
+	Signer    Signer      // nil: no DKIM signing
+	Precheck  SenderCheck // nil: no DNS pre-check
 	Logger    *slog.Logger
 	Limits    Limits
 

@@ -122,6 +122,12 @@ func (s *session) Data(r io.Reader) error {
 		return s.refuse(id, len(msg), err, "header-sender")
 	}
 
+	if s.srv.Precheck != nil {
+		if err := s.srv.Precheck.CheckSender(context.Background(), fromDomain, s.from); err != nil {
+			return s.refuse(id, len(msg), err, "precheck")
+		}
+	}
+
 	var prefix bytes.Buffer
 	prefix.Grow(512)
 	traceHeaders(&prefix, hs, traceInfo{

@@ -52,6 +52,7 @@ type Config struct {
 	} `toml:"relay"`
 	DKIM struct {
 		FallbackDomain string `toml:"fallback_domain"`
+		Precheck       bool   `toml:"precheck"`
 	} `toml:"dkim"`
 	Spool struct {
 		GroupCommit bool `toml:"group_commit"`
@@ -113,6 +114,7 @@ func defaultConfig() *Config {
 	c.Submission.IdleTimeout = Duration{5 * time.Minute}
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Spool.GroupCommit = true
+	c.DKIM.Precheck = true
 	c.Quota.MessagesPerHour = 200
 	c.Quota.Window = Duration{time.Hour}
 	c.Quota.Hold = Duration{10 * time.Minute}

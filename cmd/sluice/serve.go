@@ -19,6 +19,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sluice/dkim"
+	"sluice/dkim/dnscheck"
+	"sluice/relay/resolver"
 	"sluice/relay/spool"
 	"sluice/submit"
 	"sluice/submit/userdb"
@@ -81,6 +83,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 			IdleTimeout:         cfg.Submission.IdleTimeout.Duration,
 			DataTimeout:         cfg.Submission.DataTimeout.Duration,
 		},
+	}
+
+	if cfg.DKIM.Precheck && len(cfg.Relay.SourceIPs) > 0 {
+		pc := &dnscheck.Precheck{Resolver: resolver.New(cfg.DNS.Resolver), Keys: ring, Fallback: cfg.DKIM.FallbackDomain,
+			HELO: cfg.heloName(), Log: log}
+		for _, ip := range cfg.Relay.SourceIPs {
+			pc.Egress = append(pc.Egress, net.ParseIP(ip))
+		}
+		srv.Precheck = pc
 	}
 
 	// Listen on everything first, so that a taken port is one clear error
