@@ -81,6 +81,10 @@ type Spool struct {
 	// spool on a file system of its own so that the flush carries nothing
 	// else.
 	GroupCommit bool
+
+	// OnEnqueue, when set, is called with the ID of each message once it
+	// is durable (the relay schedules its first delivery attempt).
+	OnEnqueue func(id string)
 }
 
 // Open creates the spool directories under dir if needed and returns the
@@ -94,6 +98,8 @@ func Open(dir string) (*Spool, error) {
 			return nil, fmt.Errorf("spool: create %s: %w", d, err)
 		}
 	}
+	// Temporary files were never acknowledged (messages) or are superseded
+	// by the previous state (state files).
 	leftovers, _ := os.ReadDir(s.tmpDir)
 	for _, e := range leftovers {
 		os.Remove(filepath.Join(s.tmpDir, e.Name()))
@@ -170,7 +176,15 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 		os.Remove(tmp)
 		return classify("rename", err)
 	}
-	return s.syncDir()
+	if err := s.syncDir(); err != nil {
+		// Not acknowledged, so not to be delivered either.
+		os.Remove(filepath.Join(s.queueDir, env.ID))
+		return err
+	}
+	if s.OnEnqueue != nil {
+		s.OnEnqueue(env.ID)
+	}
+	return nil
 }
 
 // syncDir returns once a directory sync that started after the caller's
@@ -318,6 +332,7 @@ func (s *Spool) Remove(id string) error {
 		return ErrNotFound
 	}
 	err := os.Remove(filepath.Join(s.queueDir, id))
+	os.Remove(s.statePath(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return ErrNotFound
 	}

@@ -1,0 +1,146 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"sluice/relay/spool"
+)
+
+// bounce queues a delivery status notification (RFC 3464) for env's sender:
+// a failure report, or with delayed a warning that delivery is still being
+// retried. It is sent from the null sender, so it can never cause another
+// DSN. The original message's header is attached.
+func (r *Relay) bounce(env *spool.Envelope, msg []byte, outs []outcome, delayed bool) error {
+	if env.From == "" {
+		return nil // never a DSN for a DSN
+	}
+	now := r.now().UTC()
+	var b bytes.Buffer
+	boundary := randomToken()
+	host := r.cfg.Hostname
+	subject := "Undelivered Mail Returned to Sender"
+	action := "failed"
+	if delayed {
+		subject = "Delayed Mail (still being retried)"
+		action = "delayed"
+	}
+	fmt.Fprintf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host)
+	fmt.Fprintf(&b, "To: <%s>\r\n", env.From)
+	fmt.Fprintf(&b, "Subject: %s\r\n", subject)
+	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: <%s.dsn@%s>\r\n", randomToken(), host)
+	fmt.Fprintf(&b, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n")
+	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n\r\n", boundary)
+	fmt.Fprintf(&b, "This is a MIME-encapsulated delivery status report.\r\n\r\n")
+
+	// 1. For the person.
+	fmt.Fprintf(&b, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n", boundary)
+	if delayed {
+		fmt.Fprintf(&b, "This is the mail system at %s.\r\n\r\nYour message (queue id %s, received %s) has not been delivered yet to the\r\nrecipients below. Sluice keeps trying until %s; you do not need to send it again.\r\n\r\n",
+			host, env.ID, env.Received.UTC().Format(time.RFC1123Z), env.Received.Add(r.cfg.MaxAge).UTC().Format(time.RFC1123Z))
+	} else {
+		fmt.Fprintf(&b, "This is the mail system at %s.\r\n\r\nYour message (queue id %s, received %s) could not be delivered to the\r\nrecipients below. Each entry says what the receiving server answered and what to do.\r\n\r\n",
+			host, env.ID, env.Received.UTC().Format(time.RFC1123Z))
+	}
+	for _, o := range outs {
+		category, meaning, todo := r.explain(o.reply)
+		fmt.Fprintf(&b, "<%s>\r\n", o.rcpt)
+		if o.host != "" {
+			fmt.Fprintf(&b, "    server:  %s\r\n", o.host)
+		}
+		fmt.Fprintf(&b, "    reply:   %s\r\n", wrapLine(o.reply))
+		fmt.Fprintf(&b, "    kind:    %s\r\n", category)
+		if meaning != "" {
+			fmt.Fprintf(&b, "    meaning: %s\r\n", wrapLine(meaning))
+		}
+		if todo != "" {
+			fmt.Fprintf(&b, "    to do:   %s\r\n", wrapLine(todo))
+		}
+		b.WriteString("\r\n")
+	}
+
+	// 2. For machines (RFC 3464 2.2, 2.3).
+	fmt.Fprintf(&b, "--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary)
+	fmt.Fprintf(&b, "Reporting-MTA: dns; %s\r\nX-Sluice-Queue-ID: %s\r\nArrival-Date: %s\r\n", host, env.ID, env.Received.UTC().Format(time.RFC1123Z))
+	for _, o := range outs {
+		fmt.Fprintf(&b, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n", o.rcpt, action, statusOf(o, delayed))
+		if o.host != "" && o.host != "suppression list" {
+			fmt.Fprintf(&b, "Remote-MTA: dns; %s\r\n", o.host)
+		}
+		if o.code > 0 {
+			fmt.Fprintf(&b, "Diagnostic-Code: smtp; %s\r\n", oneLine(o.reply))
+		}
+		fmt.Fprintf(&b, "Last-Attempt-Date: %s\r\n", now.Format(time.RFC1123Z))
+		if delayed {
+			fmt.Fprintf(&b, "Will-Retry-Until: %s\r\n", env.Received.Add(r.cfg.MaxAge).UTC().Format(time.RFC1123Z))
+		}
+	}
+	b.WriteString("\r\n")
+
+	// 3. The original header.
+	fmt.Fprintf(&b, "--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary)
+	hdrEnd := bytes.Index(msg, []byte("\r\n\r\n"))
+	if hdrEnd < 0 {
+		hdrEnd = len(msg)
+	} else {
+		hdrEnd += 2
+	}
+	b.Write(msg[:hdrEnd])
+	fmt.Fprintf(&b, "\r\n--%s--\r\n", boundary)
+
+	dsn := &spool.Envelope{ID: spool.NewID(), From: "", To: []string{env.From}, Received: now, Login: "MAILER-DAEMON"}
+	if err := r.spool.Enqueue(dsn, b.Bytes()); err != nil {
+		return err
+	}
+	r.log.Info("dsn queued", "id", dsn.ID, "for", env.ID, "to", env.From, "kind", action, "recipients", len(outs))
+	return nil
+}
+
+// statusOf is the RFC 3463 status of an outcome: the remote enhanced code
+// when given, else derived from the reply code.
+func statusOf(o outcome, delayed bool) string {
+	if f := strings.Fields(o.reply); len(f) > 1 && strings.Count(f[1], ".") == 2 && len(f[1]) <= 9 && (f[1][0] == '4' || f[1][0] == '5') {
+		if !delayed {
+			return "5" + f[1][1:]
+		}
+		return f[1]
+	}
+	switch {
+	case delayed:
+		return "4.4.1"
+	case o.code >= 500:
+		return "5.0.0"
+	}
+	return "4.4.7" // expired: delivery time expired
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func wrapLine(s string) string {
+	words := strings.Fields(s)
+	var out strings.Builder
+	n := 0
+	for _, w := range words {
+		if n > 0 && n+len(w) > 64 {
+			out.WriteString("\r\n             ")
+			n = 0
+		} else if n > 0 {
+			out.WriteByte(' ')
+			n++
+		}
+		out.WriteString(w)
+		n += len(w)
+	}
+	return out.String()
+}
+
+func randomToken() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
