@@ -47,8 +47,27 @@ type Config struct {
 		Resolver string `toml:"resolver"`
 	} `toml:"dns"`
 	Relay struct {
-		HELO      string   `toml:"helo"`
-		SourceIPs []string `toml:"source_ips"`
+		Mode                    string     `toml:"mode"`
+		MXPort                  int        `toml:"mx_port"`
+		Smarthost               string     `toml:"smarthost"`
+		SmarthostUsername       string     `toml:"smarthost_username"`
+		SmarthostPassword       string     `toml:"smarthost_password"`
+		SmarthostTLS            string     `toml:"smarthost_tls"`
+		SmarthostInsecureVerify bool       `toml:"smarthost_insecure_skip_verify"`
+		HELO                    string     `toml:"helo"`
+		SourceIPs               []string   `toml:"source_ips"`
+		Workers                 int        `toml:"workers"`
+		PerDomain               int        `toml:"per_domain_connections"`
+		RetrySchedule           []Duration `toml:"retry_schedule"`
+		MaxAge                  Duration   `toml:"max_age"`
+		WarnAfter               Duration   `toml:"warn_after"`
+		ConnectTimeout          Duration   `toml:"connect_timeout"`
+		CommandTimeout          Duration   `toml:"command_timeout"`
+		IdleConnTimeout         Duration   `toml:"idle_connection_timeout"`
+		SuppressFor             Duration   `toml:"suppress_for"`
+		MTASTS                  bool       `toml:"mta_sts"`
+		MTASTSRootCA            string     `toml:"mta_sts_root_ca"`
+		MTASTSPolicyAddr        string     `toml:"mta_sts_policy_addr"`
 	} `toml:"relay"`
 	DKIM struct {
 		FallbackDomain string `toml:"fallback_domain"`
@@ -115,6 +134,19 @@ func defaultConfig() *Config {
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Spool.GroupCommit = true
 	c.DKIM.Precheck = true
+	c.Relay.Mode = "mx"
+	c.Relay.MXPort = 25
+	c.Relay.SmarthostTLS = "starttls"
+	c.Relay.Workers = 100
+	c.Relay.PerDomain = 20
+	c.Relay.RetrySchedule = []Duration{{5 * time.Minute}, {10 * time.Minute}, {20 * time.Minute}, {40 * time.Minute}, {time.Hour}}
+	c.Relay.MaxAge = Duration{5 * 24 * time.Hour}
+	c.Relay.WarnAfter = Duration{4 * time.Hour}
+	c.Relay.ConnectTimeout = Duration{30 * time.Second}
+	c.Relay.CommandTimeout = Duration{5 * time.Minute}
+	c.Relay.IdleConnTimeout = Duration{30 * time.Second}
+	c.Relay.SuppressFor = Duration{30 * 24 * time.Hour}
+	c.Relay.MTASTS = true
 	c.Quota.MessagesPerHour = 200
 	c.Quota.Window = Duration{time.Hour}
 	c.Quota.Hold = Duration{10 * time.Minute}
@@ -211,6 +243,23 @@ func (c *Config) check() error {
 		n, perr := strconv.Atoi(port)
 		if err != nil || perr != nil || n < 0 || n > 65535 {
 			return fmt.Errorf("[submission] listen address %q is not host:port with a port from 0 to 65535", a)
+		}
+	}
+	switch {
+	case c.Relay.Mode != "mx" && c.Relay.Mode != "smarthost":
+		return fmt.Errorf("[relay] mode %q: use \"mx\" or \"smarthost\"", c.Relay.Mode)
+	case c.Relay.Mode == "smarthost" && c.Relay.Smarthost == "":
+		return errors.New("[relay] mode = \"smarthost\" needs smarthost = \"host:port\"")
+	case c.Relay.SmarthostTLS != "starttls" && c.Relay.SmarthostTLS != "implicit":
+		return fmt.Errorf("[relay] smarthost_tls %q: use \"starttls\" or \"implicit\"", c.Relay.SmarthostTLS)
+	case c.Relay.MXPort < 1 || c.Relay.MXPort > 65535:
+		return fmt.Errorf("[relay] mx_port %d is not a port", c.Relay.MXPort)
+	case len(c.Relay.RetrySchedule) == 0:
+		return errors.New("[relay] retry_schedule needs at least one duration")
+	}
+	if c.Relay.Smarthost != "" {
+		if _, _, err := splitHostPort(c.Relay.Smarthost); err != nil {
+			return fmt.Errorf("[relay] smarthost %q is not host:port", c.Relay.Smarthost)
 		}
 	}
 	for _, ip := range c.Relay.SourceIPs {

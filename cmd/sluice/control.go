@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"sluice/relay"
 	"sluice/screen"
 	"sluice/submit/userdb"
 )
@@ -31,7 +32,7 @@ type controlResponse struct {
 	Quota *quotaReport `json:"quota,omitempty"`
 }
 
-func serveControl(ctx context.Context, cfg *Config, q *screen.Quota, users *userdb.File, log *slog.Logger) (func(), error) {
+func serveControl(ctx context.Context, cfg *Config, q *screen.Quota, users *userdb.File, rl *relay.Relay, log *slog.Logger) (func(), error) {
 	path := controlPath(cfg)
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -70,6 +71,8 @@ func serveControl(ctx context.Context, cfg *Config, q *screen.Quota, users *user
 					} else {
 						log.Info("quota reset", "login", req.Login, "by", "control socket")
 					}
+				case "queue-kick":
+					rl.Kick()
 				default:
 					resp.Error = "unknown command"
 				}

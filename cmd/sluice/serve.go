@@ -94,6 +94,12 @@ func cmdServe(args []string, stderr io.Writer) error {
 		srv.Precheck = pc
 	}
 
+	rl, err := newRelay(cfg, sp, log)
+	if err != nil {
+		return err
+	}
+	sp.OnEnqueue = rl.Enqueued
+
 	// Listen on everything first, so that a taken port is one clear error
 	// before anything is served.
 	type lst struct {
@@ -126,7 +132,18 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	log.Info("started", "version", version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "users", users.Path(), "quota_store", quotaStoreName(cfg))
 
-	stopControl, err := serveControl(context.Background(), cfg, st.quota, users, log)
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		rl.Run(relayCtx)
+	}()
+	defer func() {
+		stopRelay()
+		<-relayDone
+	}()
+
+	stopControl, err := serveControl(context.Background(), cfg, st.quota, users, rl, log)
 	if err != nil {
 		for _, x := range listeners {
 			x.l.Close()
