@@ -99,6 +99,9 @@ func New(cfg Config, sp *spool.Spool, dns MXResolver, sts *MTASTS, sup *Suppress
 		domains: map[string]chan struct{}{}, pool: newConnPool(cfg.IdleConnTimeout)}
 }
 
+// Suppressions returns the relay's suppression list (nil when off).
+func (r *Relay) Suppressions() *Suppressions { return r.suppress }
+
 // Enqueued schedules a new message now (spool.OnEnqueue).
 func (r *Relay) Enqueued(id string) { r.schedule(id, r.now()) }
 

@@ -23,8 +23,9 @@ import (
 func controlPath(cfg *Config) string { return filepath.Join(cfg.DataDir, "control.sock") }
 
 type controlRequest struct {
-	Cmd   string `json:"cmd"` // "quota-show", "quota-reset"
-	Login string `json:"login"`
+	Cmd    string `json:"cmd"` // "quota-show", "quota-reset"
+	Login  string `json:"login"`
+	Domain string `json:"domain,omitempty"`
 }
 
 type controlResponse struct {
@@ -73,6 +74,10 @@ func serveControl(ctx context.Context, cfg *Config, q *screen.Quota, users *user
 					}
 				case "queue-kick":
 					rl.Kick()
+				case "suppress-delete":
+					if sup := rl.Suppressions(); sup == nil || sup.Delete(req.Domain, req.Login) == 0 {
+						resp.Error = req.Login + " is not suppressed"
+					}
 				default:
 					resp.Error = "unknown command"
 				}

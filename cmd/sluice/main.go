@@ -28,7 +28,8 @@ commands:
   dns       check a domain's SPF, DKIM, DMARC and PTR; print records to publish
   dkim      DKIM keys: keygen, list, record, activate, retire
   quota     show or reset a login's hourly quota
-  queue     look at the spool: list, show
+  queue     the spool: list, show, retry, hold, release, delete
+  suppress  recipients that hard-bounced: list, delete
   version   print the version
 
 Every command takes --config FILE (default: embedded defaults).
@@ -55,6 +56,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdDKIM(args[1:], stdout)
 	case "quota":
 		err = cmdQuota(args[1:], stdout)
+	case "suppress":
+		err = cmdSuppress(args[1:], stdout)
 	case "queue":
 		err = cmdQueue(args[1:], stdout)
 	case "version", "--version", "-v":
