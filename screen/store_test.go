@@ -30,10 +30,14 @@ func TestQuotaStores(t *testing.T) {
 	}
 	for name, mk := range impls {
 		t.Run(name, func(t *testing.T) {
-			t.Run("limit then slide", func(t *testing.T) { testLimitThenSlide(t, mk(t, StoreConfig{Window: 1500 * time.Millisecond, Hold: time.Minute})) })
+			t.Run("limit then slide", func(t *testing.T) {
+				testLimitThenSlide(t, mk(t, StoreConfig{Window: 1500 * time.Millisecond, Hold: time.Minute}))
+			})
 			t.Run("recipients counted", func(t *testing.T) { testRecipientsCounted(t, mk(t, StoreConfig{Window: time.Hour, Hold: time.Minute})) })
 			t.Run("release and refund cost nothing", func(t *testing.T) { testReleaseRefund(t, mk(t, StoreConfig{Window: time.Hour, Hold: time.Minute})) })
-			t.Run("reservations expire", func(t *testing.T) { testReservationExpiry(t, mk(t, StoreConfig{Window: time.Hour, Hold: 300 * time.Millisecond})) })
+			t.Run("reservations expire", func(t *testing.T) {
+				testReservationExpiry(t, mk(t, StoreConfig{Window: time.Hour, Hold: 300 * time.Millisecond}))
+			})
 			t.Run("domain total", func(t *testing.T) { testDomainTotal(t, mk(t, StoreConfig{Window: time.Hour, Hold: time.Minute})) })
 			t.Run("concurrent never overshoots", func(t *testing.T) { testConcurrent(t, mk(t, StoreConfig{Window: time.Hour, Hold: time.Minute})) })
 			t.Run("unlimited", func(t *testing.T) { testUnlimited(t, mk(t, StoreConfig{Window: time.Hour, Hold: time.Minute})) })
