@@ -167,6 +167,18 @@ func (m *MemoryStore) Refund(_ context.Context, c Charge) error {
 	return nil
 }
 
+// Count implements QuotaStore.
+func (m *MemoryStore) Count(_ context.Context, tag, key, id string, n int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.gc(now)
+	s := m.scope(tag, key, now)
+	s.log = append(s.log, memCharge{at: now, n: n, id: id})
+	s.sum += n
+	return s.sum, nil
+}
+
 // Usage implements QuotaStore.
 func (m *MemoryStore) Usage(_ context.Context, tag, key string) (Usage, error) {
 	m.mu.Lock()

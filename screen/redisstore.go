@@ -113,6 +113,13 @@ if op == 'usage' then
   return {tonumber(redis.call('GET', k(1, 2)) or '0'), tonumber(redis.call('HGET', k(1, 4), '_sum') or '0'), oldest, now}
 end
 
+if op == 'count' then
+  redis.call('ZADD', k(1, 1), now, id .. ':' .. n)
+  local total = redis.call('INCRBY', k(1, 2), n)
+  touch(1)
+  return {0, now, total}
+end
+
 if op == 'refund' then
   for i = 1, nscopes do
     if redis.call('ZREM', k(i, 1), id .. ':' .. n) == 1 then redis.call('DECRBY', k(i, 2), n) end
@@ -214,6 +221,18 @@ func (r *RedisStore) Release(ctx context.Context, c Charge) error {
 func (r *RedisStore) Refund(ctx context.Context, c Charge) error {
 	_, err := r.run(ctx, "refund", c)
 	return err
+}
+
+// Count implements QuotaStore.
+func (r *RedisStore) Count(ctx context.Context, tag, key, id string, n int) (int, error) {
+	res, err := r.run(ctx, "count", Charge{Tag: tag, Scopes: []Scope{{Key: key}}, ID: id, N: n})
+	if err != nil {
+		return 0, err
+	}
+	if len(res) < 3 {
+		return 0, fmt.Errorf("%w: count: short answer", ErrStore)
+	}
+	return int(res[2]), nil
 }
 
 // Usage implements QuotaStore.

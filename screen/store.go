@@ -52,6 +52,9 @@ type QuotaStore interface {
 	Release(ctx context.Context, c Charge) error
 	Usage(ctx context.Context, tag, key string) (Usage, error)
 	Reset(ctx context.Context, tag, key string) error
+	// Count adds n under a fresh id and returns the total within the
+	// window (for event counters such as repeated content).
+	Count(ctx context.Context, tag, key, id string, n int) (int, error)
 }
 
 // StoreConfig are the timings every store shares.

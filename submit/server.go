@@ -56,6 +56,13 @@ type SenderCheck interface {
 	CheckSender(ctx context.Context, fromDomain, envelopeFrom string) error
 }
 
+// Screener runs the content rules (screen.Pipeline.ScreenMessage). It
+// returns a hold reason for a message to accept but keep from delivery, or
+// an error that carries the reply (SMTPReply) for one to refuse or defer.
+type Screener interface {
+	ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (hold string, err error)
+}
+
 // Limits are the bounds on what a client controls.
 type Limits struct {
 	MaxMessageSize      int64
@@ -89,6 +96,7 @@ type Server struct {
 	Quota     QuotaGate   // nil: no quotas
 	Signer    Signer      // nil: no DKIM signing
 	Precheck  SenderCheck // nil: no DNS pre-check
+	Screen    Screener    // nil: no content rules
 	Logger    *slog.Logger
 	Limits    Limits
 

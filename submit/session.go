@@ -28,6 +28,7 @@ type session struct {
 
 	from     string
 	rcpts    []string
+	utf8     bool   // MAIL FROM had SMTPUTF8
 	txn      string // quota reservation handle of this transaction
 	reserved bool   // txn holds a reservation to give back
 }
@@ -72,6 +73,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return errTooBigMessage(s.srv.Limits.MaxMessageSize)
 	}
 	s.from = from
+	s.utf8 = opts != nil && opts.UTF8
 	s.txn = spool.NewID()
 	return nil
 }
@@ -122,6 +124,13 @@ func (s *session) Data(r io.Reader) error {
 		return s.refuse(id, len(msg), err, "header-sender")
 	}
 
+	hold := ""
+	if s.srv.Screen != nil {
+		hold, err = s.srv.Screen.ScreenMessage(context.Background(), s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
+		if err != nil {
+			return s.refuse(id, len(msg), err, "screen")
+		}
+	}
 	if s.srv.Precheck != nil {
 		if err := s.srv.Precheck.CheckSender(context.Background(), fromDomain, s.from); err != nil {
 			return s.refuse(id, len(msg), err, "precheck")
@@ -153,7 +162,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	env := &spool.Envelope{
 		ID: id, Login: s.login.Name, From: s.from, To: append([]string(nil), s.rcpts...),
-		ClientIP: s.ip, Received: time.Now().UTC(),
+		ClientIP: s.ip, Received: time.Now().UTC(), Hold: hold,
 	}
 	if err := s.srv.Spool.Enqueue(env, sigs, prefix.Bytes(), msg); err != nil {
 		if q := s.srv.Quota; q != nil {
@@ -165,8 +174,12 @@ func (s *session) Data(r io.Reader) error {
 		}
 		return s.refuse(id, len(msg), errTempFailure, "spool")
 	}
+	verdict, reason := "queued", "accepted"
+	if hold != "" {
+		verdict, reason = "held", hold
+	}
 	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
-		"recipients", len(s.rcpts), "size", env.Size, "verdict", "queued", "reason", "accepted", "dkim", signing,
+		"recipients", len(s.rcpts), "size", env.Size, "verdict", verdict, "reason", reason, "dkim", signing,
 		"ip", s.ip, "ms", time.Since(start).Milliseconds())
 	return errQueued(id)
 }

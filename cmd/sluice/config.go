@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"sluice/screen"
 )
 
 // Config is the whole configuration file. Every key has a default (see
@@ -73,6 +75,18 @@ type Config struct {
 		FallbackDomain string `toml:"fallback_domain"`
 		Precheck       bool   `toml:"precheck"`
 	} `toml:"dkim"`
+	Screen struct {
+		Enabled           bool                         `toml:"enabled"`
+		WebForm           string                       `toml:"webform"`
+		WebFormLimit      int                          `toml:"webform_limit"`
+		LoopRepeats       int                          `toml:"loop_repeats"`
+		LoopWindow        Duration                     `toml:"loop_window"`
+		BlockedExtensions []string                     `toml:"blocked_extensions"`
+		DomainBlocklists  []string                     `toml:"domain_blocklists"`
+		IPBlocklists      []string                     `toml:"ip_blocklists"`
+		BlocklistBudget   Duration                     `toml:"blocklist_budget"`
+		Overrides         map[string]map[string]string `toml:"overrides"`
+	} `toml:"screen"`
 	Spool struct {
 		GroupCommit bool `toml:"group_commit"`
 	} `toml:"spool"`
@@ -134,6 +148,13 @@ func defaultConfig() *Config {
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Spool.GroupCommit = true
 	c.DKIM.Precheck = true
+	c.Screen.Enabled = true
+	c.Screen.WebForm = "reject"
+	c.Screen.WebFormLimit = 10
+	c.Screen.LoopRepeats = 20
+	c.Screen.LoopWindow = Duration{10 * time.Minute}
+	c.Screen.BlockedExtensions = append([]string(nil), screen.DefaultBlockedExtensions...)
+	c.Screen.BlocklistBudget = Duration{1500 * time.Millisecond}
 	c.Relay.Mode = "mx"
 	c.Relay.MXPort = 25
 	c.Relay.SmarthostTLS = "starttls"
@@ -243,6 +264,25 @@ func (c *Config) check() error {
 		n, perr := strconv.Atoi(port)
 		if err != nil || perr != nil || n < 0 || n > 65535 {
 			return fmt.Errorf("[submission] listen address %q is not host:port with a port from 0 to 65535", a)
+		}
+	}
+	switch c.Screen.WebForm {
+	case "reject", "limit", "allow":
+	default:
+		return fmt.Errorf("[screen] webform %q: use \"reject\", \"limit\" or \"allow\"", c.Screen.WebForm)
+	}
+	for who, o := range c.Screen.Overrides {
+		for rule, action := range o {
+			switch rule {
+			case "webform", "loop", "headers", "attachments", "links":
+			default:
+				return fmt.Errorf("[screen.overrides.%q] unknown rule %q (webform, loop, headers, attachments, links)", who, rule)
+			}
+			switch action {
+			case "reject", "defer", "hold", "allow":
+			default:
+				return fmt.Errorf("[screen.overrides.%q] %s = %q: use reject, defer, hold or allow", who, rule, action)
+			}
 		}
 	}
 	switch {

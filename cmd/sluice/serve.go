@@ -85,6 +85,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 		},
 	}
 
+	if cfg.Screen.Enabled {
+		srv.Screen = newPipeline(cfg, st, resolver.New(cfg.DNS.Resolver), log)
+	}
 	if cfg.DKIM.Precheck && len(cfg.Relay.SourceIPs) > 0 {
 		pc := &dnscheck.Precheck{Resolver: resolver.New(cfg.DNS.Resolver), Keys: ring, Fallback: cfg.DKIM.FallbackDomain,
 			HELO: cfg.heloName(), Log: log}

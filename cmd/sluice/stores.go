@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -15,9 +16,11 @@ import (
 // stores are the counters the gateway keeps: in Redis when redis_url is
 // set (shared by every instance), in memory otherwise.
 type stores struct {
-	rdb   redis.UniversalClient // nil without Redis
-	quota *screen.Quota
-	guard submit.FailureGuard
+	rdb     redis.UniversalClient // nil without Redis
+	quota   *screen.Quota
+	guard   submit.FailureGuard
+	hourly  screen.QuotaStore // one-hour window counters (web-form limit)
+	repeats screen.QuotaStore // loop_window counters (repeated content)
 }
 
 func (s *stores) Close() {
@@ -38,6 +41,8 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 		}
 		st.rdb = rdb
 		qs = screen.NewRedisStore(rdb, storeCfg)
+		st.hourly = screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
+		st.repeats = screen.NewRedisStore(rdb, screen.StoreConfig{Window: cfg.Screen.LoopWindow.Duration, Hold: time.Minute})
 		st.guard = screen.NewRedisGuard(rdb, cfg.Auth.MaxFailuresPerLogin, cfg.Auth.MaxFailuresPerIP,
 			cfg.Auth.FailureWindow.Duration, cfg.Auth.Lockout.Duration)
 		if err := rdb.Ping(context.Background()).Err(); err != nil {
@@ -47,6 +52,8 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 		}
 	} else {
 		qs = screen.NewMemoryStore(storeCfg)
+		st.hourly = screen.NewMemoryStore(screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
+		st.repeats = screen.NewMemoryStore(screen.StoreConfig{Window: cfg.Screen.LoopWindow.Duration, Hold: time.Minute})
 		st.guard = submit.NewMemoryGuard(submit.GuardLimits{
 			PerLogin: cfg.Auth.MaxFailuresPerLogin, PerIP: cfg.Auth.MaxFailuresPerIP,
 			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
@@ -111,4 +118,21 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.Debug("redis client", "detail", fmt.Sprintf(format, v...))
+}
+
+// newPipeline builds the content rules from [screen].
+func newPipeline(cfg *Config, st *stores, res screen.HostResolver, log *slog.Logger) *screen.Pipeline {
+	sc := cfg.Screen
+	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}}
+	p.Rules = []screen.Rule{
+		screen.Headers{},
+		&screen.Repeats{Repeats: sc.LoopRepeats, Store: st.repeats, Log: log},
+		&screen.WebForm{Mode: sc.WebForm, Limit: sc.WebFormLimit, Store: st.hourly, Log: log},
+		screen.NewAttachments(sc.BlockedExtensions),
+		&screen.Links{DomainZones: sc.DomainBlocklists, IPZones: sc.IPBlocklists, Resolver: res, Budget: sc.BlocklistBudget.Duration, MaxLookups: 50, Log: log},
+	}
+	for who, o := range sc.Overrides {
+		p.Overrides[strings.ToLower(who)] = screen.ActionOverrides(o)
+	}
+	return p
 }

@@ -55,6 +55,9 @@ type Envelope struct {
 	// its sync (never acknowledged, so the client sends it again) is
 	// recognised and never delivered.
 	CRC32C uint32 `json:"crc32c"`
+	// Hold, when set, keeps the message from delivery until an operator
+	// releases it (`sluice queue release`); it says why.
+	Hold string `json:"hold,omitempty"`
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -63,7 +63,7 @@ func (st *State) Rcpt(addr string) *RcptState {
 
 // NewState is the state of a message nobody tried yet.
 func NewState(env *Envelope) *State {
-	st := &State{NextTry: env.Received}
+	st := &State{NextTry: env.Received, Held: env.Hold != "", HeldWhy: env.Hold}
 	for _, r := range env.To {
 		st.Rcpts = append(st.Rcpts, RcptState{Addr: r, Status: RcptPending, Updated: env.Received})
 	}

@@ -1,0 +1,119 @@
+package screen
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Rule is one content check. Check returns nil to accept, or a verdict
+// (its Action is the rule's default, which overrides may change).
+type Rule interface {
+	Name() string
+	Check(ctx context.Context, m *Message) *Verdict
+}
+
+// ActionOverrides map a rule name to an action ("reject", "defer", "hold",
+// "allow") for one domain or login.
+type ActionOverrides map[string]string
+
+// Pipeline runs the content rules in order; the first verdict other than
+// accept decides. Per-login and per-domain overrides change a rule's
+// action (login first, then the login's domain).
+type Pipeline struct {
+	Rules     []Rule
+	Overrides map[string]ActionOverrides // key: login address or domain
+	Log       *slog.Logger
+}
+
+// Screen returns nil (accept) or the verdict for m.
+func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
+	for _, r := range p.Rules {
+		v := r.Check(ctx, m)
+		if v == nil {
+			continue
+		}
+		if v.Rule == "" {
+			v.Rule = r.Name()
+		}
+		switch p.action(m.Login, r.Name()) {
+		case "allow":
+			p.Log.Info("screen: verdict overridden to allow", "login", m.Login, "rule", v.Rule, "would", v.Message)
+			continue
+		case "reject":
+			v = asAction(v, Reject)
+		case "defer":
+			v = asAction(v, Defer)
+		case "hold":
+			v = asAction(v, Hold)
+		}
+		return v
+	}
+	return nil
+}
+
+func (p *Pipeline) action(login, rule string) string {
+	if o, ok := p.Overrides[strings.ToLower(login)]; ok {
+		if a, ok := o[rule]; ok {
+			return a
+		}
+	}
+	if o, ok := p.Overrides[domainOf(login)]; ok {
+		if a, ok := o[rule]; ok {
+			return a
+		}
+	}
+	return ""
+}
+
+// asAction changes a verdict's action and keeps its sentence, adjusting the
+// code class (5xx reject, 4xx defer, hold accepts).
+func asAction(v *Verdict, a Action) *Verdict {
+	c := *v
+	c.Action = a
+	switch a {
+	case Reject:
+		if c.Code < 500 {
+			c.Code, c.Enhanced = 550, [3]int{5, c.Enhanced[1], c.Enhanced[2]}
+		}
+	case Defer:
+		if c.Code >= 500 || c.Code < 400 {
+			c.Code, c.Enhanced = 451, [3]int{4, c.Enhanced[1], c.Enhanced[2]}
+		}
+	case Hold:
+		c.Code = 250
+	}
+	return &c
+}
+
+func reject(rule string, code int, enh [3]int, msg string) *Verdict {
+	return &Verdict{Action: Reject, Code: code, Enhanced: enh, Rule: rule, Message: msg}
+}
+
+var idSeq struct {
+	n uint64
+}
+
+// nowID is a unique member id for event counters.
+func nowID() string {
+	return fmt.Sprintf("%d.%d", time.Now().UnixNano(), atomic.AddUint64(&idSeq.n, 1))
+}
+
+// ScreenMessage is the pipeline as submit sees it (submit.Screener): it
+// returns a hold reason when the message is to be accepted but held, or an
+// error carrying the reply (a *Verdict) when it is refused or deferred.
+func (p *Pipeline) ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, error) {
+	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
+	v := p.Screen(ctx, m)
+	switch {
+	case v == nil:
+		return "", nil
+	case v.Action == Hold:
+		p.Log.Warn("screen: message held", "login", login, "rule", v.Rule, "reason", v.Message)
+		return v.Rule + ": " + v.Message, nil
+	}
+	return "", v
+}

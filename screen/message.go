@@ -1,0 +1,253 @@
+package screen
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"net/mail"
+	"strings"
+)
+
+// Message is what the content rules see: the envelope, the login, and the
+// message as the client sent it (CRLF line endings, checked by submit).
+type Message struct {
+	Login        string
+	EnvelopeFrom string
+	Rcpts        []string
+	Raw          []byte
+	SMTPUTF8     bool
+	// OurHostname is this gateway's name, to recognise its own Received
+	// fields in a message that comes back (autoresponder loops).
+	OurHostname string
+
+	parsed  bool
+	header  []field
+	bodyOff int
+}
+
+type field struct {
+	name, value string // value unfolded, raw (not decoded)
+	rawLen      int    // longest physical line of the field
+}
+
+func (m *Message) parse() {
+	if m.parsed {
+		return
+	}
+	m.parsed = true
+	m.header, m.bodyOff = splitFields(m.Raw)
+}
+
+// splitFields splits the header section into unfolded fields.
+func splitFields(raw []byte) ([]field, int) {
+	var fs []field
+	pos := 0
+	for pos < len(raw) {
+		end := bytes.Index(raw[pos:], []byte("\r\n"))
+		next := len(raw)
+		line := raw[pos:]
+		if end >= 0 {
+			line = raw[pos : pos+end]
+			next = pos + end + 2
+		}
+		if len(line) == 0 {
+			return fs, next
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(fs) > 0 {
+			f := &fs[len(fs)-1]
+			f.value += " " + strings.TrimLeft(string(line), " \t")
+			f.rawLen = max(f.rawLen, len(line))
+		} else if i := bytes.IndexByte(line, ':'); i > 0 {
+			fs = append(fs, field{name: string(line[:i]), value: strings.TrimLeft(string(line[i+1:]), " \t"), rawLen: len(line)})
+		}
+		pos = next
+	}
+	return fs, len(raw)
+}
+
+// Header returns the values of every field called name.
+func (m *Message) Header(name string) []string {
+	m.parse()
+	var out []string
+	for _, f := range m.header {
+		if strings.EqualFold(f.name, name) {
+			out = append(out, f.value)
+		}
+	}
+	return out
+}
+
+// Body is the message body (after the blank line).
+func (m *Message) Body() []byte {
+	m.parse()
+	return m.Raw[m.bodyOff:]
+}
+
+var addrParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil }}}
+
+// Addresses returns the addresses of the header fields called name,
+// lower-cased; fields that do not parse give nothing.
+func (m *Message) Addresses(name string) []string {
+	var out []string
+	for _, v := range m.Header(name) {
+		list, err := addrParser.ParseList(v)
+		if err != nil {
+			continue
+		}
+		for _, a := range list {
+			out = append(out, strings.ToLower(a.Address))
+		}
+	}
+	return out
+}
+
+// Part is one leaf of the MIME tree, decoded.
+type Part struct {
+	ContentType string // lower-case media type
+	Filename    string
+	Body        []byte // transfer-decoded
+}
+
+// maxParts and maxDepth bound the MIME walk against hostile nesting.
+const (
+	maxParts = 200
+	maxDepth = 8
+)
+
+// mimeError reports a broken MIME structure; the message names the problem.
+type mimeError struct{ what string }
+
+func (e *mimeError) Error() string { return e.what }
+
+// Parts walks the MIME tree and returns its leaves.
+func (m *Message) Parts() ([]Part, error) {
+	m.parse()
+	var parts []Part
+	err := walk(m.headerMap(), m.Body(), 0, &parts)
+	return parts, err
+}
+
+func (m *Message) headerMap() map[string]string {
+	h := map[string]string{}
+	for _, f := range m.header {
+		k := strings.ToLower(f.name)
+		if _, ok := h[k]; !ok {
+			h[k] = f.value
+		}
+	}
+	return h
+}
+
+func walk(h map[string]string, body []byte, depth int, parts *[]Part) error {
+	if depth > maxDepth {
+		return &mimeError{"the MIME structure is nested more than 8 levels deep"}
+	}
+	ct := h["content-type"]
+	mediaType, params, err := mime.ParseMediaType(ct)
+	if ct == "" {
+		mediaType, err = "text/plain", nil
+	}
+	if err != nil && !strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "multipart/") {
+		// An unparsable Content-Type on a leaf: treat as opaque data.
+		mediaType = "application/octet-stream"
+		err = nil
+	}
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "multipart/") {
+		if err != nil || params["boundary"] == "" {
+			return &mimeError{"the Content-Type header declares a multipart message without a boundary"}
+		}
+		return walkMultipart(body, params["boundary"], depth, parts)
+	}
+	if len(*parts) >= maxParts {
+		return &mimeError{"the message has more than 200 MIME parts"}
+	}
+	p := Part{ContentType: mediaType, Filename: filename(h, params)}
+	p.Body = decode(h["content-transfer-encoding"], body)
+	*parts = append(*parts, p)
+	return nil
+}
+
+func filename(h map[string]string, ctParams map[string]string) string {
+	if _, p, err := mime.ParseMediaType(h["content-disposition"]); err == nil && p["filename"] != "" {
+		return p["filename"]
+	}
+	return ctParams["name"]
+}
+
+func walkMultipart(body []byte, boundary string, depth int, parts *[]Part) error {
+	delim := []byte("--" + boundary)
+	// The delimiter must start a line.
+	idx := 0
+	if !bytes.HasPrefix(body, delim) {
+		i := bytes.Index(body, append([]byte("\r\n"), delim...))
+		if i < 0 {
+			return &mimeError{"the MIME boundary declared in Content-Type never appears in the body"}
+		}
+		idx = i + 2
+	}
+	closed := false
+	for {
+		rest := body[idx+len(delim):]
+		if bytes.HasPrefix(rest, []byte("--")) {
+			closed = true
+			break
+		}
+		lineEnd := bytes.Index(rest, []byte("\r\n"))
+		if lineEnd < 0 {
+			break
+		}
+		start := idx + len(delim) + lineEnd + 2
+		next := bytes.Index(body[start:], append([]byte("\r\n"), delim...))
+		if next < 0 {
+			break
+		}
+		partRaw := body[start : start+next]
+		fs, off := splitFields(partRaw)
+		ph := map[string]string{}
+		for _, f := range fs {
+			k := strings.ToLower(f.name)
+			if _, ok := ph[k]; !ok {
+				ph[k] = f.value
+			}
+		}
+		if err := walk(ph, partRaw[off:], depth+1, parts); err != nil {
+			return err
+		}
+		idx = start + next + 2
+	}
+	if !closed {
+		return &mimeError{"the MIME body has no closing boundary (--" + clip(boundary, 40) + "--): the message was cut off or built by hand"}
+	}
+	return nil
+}
+
+func decode(cte string, body []byte) []byte {
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "base64":
+		clean := make([]byte, 0, len(body))
+		for _, c := range body {
+			if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
+				clean = append(clean, c)
+			}
+		}
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
+		n, err := base64.StdEncoding.Decode(out, clean)
+		if err != nil {
+			return out[:n]
+		}
+		return out[:n]
+	case "quoted-printable":
+		out, _ := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
+		return out
+	}
+	return body
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,162 @@
+package screen
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
+	"unicode"
+)
+
+// WebForm catches the "from yourself to yourself" contact-form pattern:
+// the header From equals a recipient (envelope, To or Cc), typically with
+// the visitor in Reply-To. Receivers and block lists treat such mail as
+// spam; the fix is a separate sending address (form@) that forwards.
+type WebForm struct {
+	Mode  string // "reject" (default), "limit", "allow"
+	Limit int    // limit mode: such messages per login per hour
+	Store QuotaStore
+	Log   *slog.Logger
+}
+
+func (w *WebForm) Name() string { return "webform" }
+
+func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
+	if w.Mode == "allow" {
+		return nil
+	}
+	froms := m.Addresses("From")
+	if len(froms) != 1 {
+		return nil
+	}
+	from := froms[0]
+	self := false
+	for _, r := range m.Rcpts {
+		if strings.EqualFold(r, from) {
+			self = true
+		}
+	}
+	for _, h := range []string{"To", "Cc"} {
+		for _, a := range m.Addresses(h) {
+			if a == from {
+				self = true
+			}
+		}
+	}
+	if !self {
+		return nil
+	}
+	dom := domainOf(from)
+	visitor := ""
+	for _, a := range m.Addresses("Reply-To") {
+		if domainOf(a) != dom {
+			visitor = a
+		}
+	}
+	local := "form"
+	if strings.HasPrefix(from, "form@") {
+		local = "webform"
+	}
+	msg := fmt.Sprintf("message from %s to %s looks like a web-form loop; send form mail from a separate address such as %s@%s with the visitor in Reply-To", from, from, local, dom)
+	if visitor != "" {
+		msg = fmt.Sprintf("message from %s to %s with the visitor %s in Reply-To looks like a web-form loop; send form mail from a separate address such as %s@%s that forwards to %s", from, from, visitor, local, dom, from)
+	}
+	if w.Mode == "limit" && w.Store != nil {
+		n, err := w.Store.Count(ctx, domainOf(m.Login), "webform:"+m.Login, fmt.Sprint(m.Login, len(m.Raw), from, nowID()), 1)
+		if err != nil {
+			w.Log.Warn("screen: webform counter unavailable; allowing", "login", m.Login, "err", err)
+			return nil
+		}
+		if n <= w.Limit {
+			return nil
+		}
+		return &Verdict{Action: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Rule: "webform",
+			Message: fmt.Sprintf("login %s has sent %d self-addressed form messages this hour (limit %d); %s", m.Login, n-1, w.Limit, strings.TrimPrefix(msg, "message from "+from+" to "+from+" looks like a web-form loop; "))}
+	}
+	return reject("webform", 550, [3]int{5, 7, 1}, msg)
+}
+
+// Repeats catches the loop proper: the same content sent again and again
+// by one login within minutes (a form that posts itself, a script gone
+// wild), and mail that already passed through this gateway and came back
+// (autoresponder ping-pong). Past Repeats it defers; past twice that, or
+// on a loop through us, it holds the message for the operator.
+type Repeats struct {
+	Repeats    int
+	Store      QuotaStore // a store whose window is the repeat window
+	Log        *slog.Logger
+	MaxOurHops int // Received fields of ours before it is a loop (default 1)
+}
+
+func (r *Repeats) Name() string { return "loop" }
+
+func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
+	if m.OurHostname != "" {
+		ours := 0
+		for _, v := range m.Header("Received") {
+			if strings.Contains(v, "by "+m.OurHostname+" (Sluice)") {
+				ours++
+			}
+		}
+		auto := len(m.Header("Auto-Submitted")) > 0 && !strings.EqualFold(strings.TrimSpace(m.Header("Auto-Submitted")[0]), "no")
+		if ours >= max(1, r.MaxOurHops) || ours > 0 && auto {
+			return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "loop",
+				Message: fmt.Sprintf("this message already passed through %s (an autoresponder or forward loop); it is held for review", m.OurHostname)}
+		}
+	}
+	if r.Store == nil || r.Repeats <= 0 {
+		return nil
+	}
+	fp := fingerprint(m)
+	n, err := r.Store.Count(ctx, domainOf(m.Login), "fp:"+m.Login+":"+fp, nowID(), 1)
+	if err != nil {
+		r.Log.Warn("screen: repeat counter unavailable; allowing", "login", m.Login, "err", err)
+		return nil
+	}
+	switch {
+	case n > 2*r.Repeats:
+		return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "loop",
+			Message: fmt.Sprintf("login %s sent the same message %d times within minutes; it is held for review", m.Login, n)}
+	case n > r.Repeats:
+		return &Verdict{Action: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Rule: "loop",
+			Message: fmt.Sprintf("login %s sent the same message %d times within minutes, which looks like a form or script in a loop; fix the loop, the next copies will be held", m.Login, n)}
+	}
+	return nil
+}
+
+// fingerprint hashes the normalised subject and body: case, whitespace and
+// digits (counters, dates) are ignored, so trivially varied copies match.
+func fingerprint(m *Message) string {
+	h := sha256.New()
+	norm := func(s []byte) {
+		space := false
+		buf := make([]byte, 0, 4096)
+		for _, c := range s {
+			switch {
+			case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+				space = true
+				continue
+			case c >= '0' && c <= '9':
+				continue
+			}
+			if space && len(buf) > 0 {
+				buf = append(buf, ' ')
+			}
+			space = false
+			buf = append(buf, byte(unicode.ToLower(rune(c))))
+			if len(buf) == cap(buf) {
+				h.Write(buf)
+				buf = buf[:0]
+			}
+		}
+		h.Write(buf)
+	}
+	for _, s := range m.Header("Subject") {
+		norm([]byte(s))
+	}
+	h.Write([]byte{0})
+	norm(m.Body())
+	return hex.EncodeToString(h.Sum(nil)[:10])
+}
