@@ -27,6 +27,9 @@ type Pipeline struct {
 	Rules     []Rule
 	Overrides map[string]ActionOverrides // key: login address or domain
 	Log       *slog.Logger
+	// OnVerdict, when set, is called with each decisive verdict (rule and
+	// action), for metrics.
+	OnVerdict func(rule string, action Action)
 }
 
 // Screen returns nil (accept) or the verdict for m.
@@ -49,6 +52,9 @@ func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
 			v = asAction(v, Defer)
 		case "hold":
 			v = asAction(v, Hold)
+		}
+		if p.OnVerdict != nil {
+			p.OnVerdict(v.Rule, v.Action)
 		}
 		return v
 	}

@@ -15,6 +15,7 @@ type MemoryStore struct {
 	mu     sync.Mutex
 	scopes map[string]*memScope
 	calls  int
+	seen   map[string]map[string]time.Time // recipient history per login
 }
 
 type memCharge struct {

@@ -18,6 +18,10 @@ const (
 	Hold          // accepted, kept until released
 )
 
+func (a Action) String() string {
+	return [...]string{"accept", "reject", "defer", "hold"}[a]
+}
+
 // Verdict is a decision with the reply that explains it. It is an error so
 // that a refusal travels up like one; submit's translator turns it into the
 // SMTP reply.

@@ -136,7 +136,7 @@ func (s *session) authenticate(mech, user, pass string) error {
 	}
 	if login.Disabled {
 		srv.logAuth(s, mech, user, "disabled")
-		return errDisabled(login.Name)
+		return errDisabled(login, srv.abuseContact())
 	}
 	s.login = login
 	srv.logAuth(s, mech, user, "ok")

@@ -18,6 +18,8 @@ type Login struct {
 	Quota *int
 	// Disabled logins cannot send.
 	Disabled bool
+	// DisabledReason says why (e.g. "suspended for suspected abuse: ...").
+	DisabledReason string
 }
 
 // Authenticator checks a username and password. It is the small interface

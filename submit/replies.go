@@ -3,6 +3,7 @@ package submit
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -86,8 +87,11 @@ func errSenderNotOwned(sender, login string) *smtp.SMTPError {
 		"sender %s is not an address of login %s; send from your own address or ask for it to be added to your login", sender, login)
 }
 
-func errDisabled(login string) *smtp.SMTPError {
-	return reply(535, ecAuthBad, "login %s is disabled; ask your mail administrator to enable it", login)
+func errDisabled(l *Login, contact string) *smtp.SMTPError {
+	if strings.HasPrefix(l.DisabledReason, "suspended") {
+		return reply(535, ecAuthBad, "login %s is %s; contact %s to check the account and have it enabled", l.Name, l.DisabledReason, contact)
+	}
+	return reply(535, ecAuthBad, "login %s is disabled; ask your mail administrator to enable it", l.Name)
 }
 
 func errLockedOut(what string, until time.Time) *smtp.SMTPError {

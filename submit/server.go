@@ -97,8 +97,11 @@ type Server struct {
 	Signer    Signer      // nil: no DKIM signing
 	Precheck  SenderCheck // nil: no DNS pre-check
 	Screen    Screener    // nil: no content rules
-	Logger    *slog.Logger
-	Limits    Limits
+	// AbuseContact is whom a suspended login is told to contact
+	// (default postmaster@Hostname).
+	AbuseContact string
+	Logger       *slog.Logger
+	Limits       Limits
 
 	once         sync.Once
 	smtp         *smtp.Server
@@ -161,6 +164,13 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 func (srv *Server) Close() error {
 	srv.init()
 	return srv.smtp.Close()
+}
+
+func (srv *Server) abuseContact() string {
+	if srv.AbuseContact != "" {
+		return srv.AbuseContact
+	}
+	return "postmaster@" + srv.Hostname
 }
 
 func (srv *Server) newSession(c *smtp.Conn) (smtp.Session, error) {

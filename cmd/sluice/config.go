@@ -86,6 +86,10 @@ type Config struct {
 		IPBlocklists      []string                     `toml:"ip_blocklists"`
 		BlocklistBudget   Duration                     `toml:"blocklist_budget"`
 		Overrides         map[string]map[string]string `toml:"overrides"`
+		NewRecipientsHour int                          `toml:"new_recipients_per_hour"`
+		VolumeMultiple    float64                      `toml:"volume_multiple"`
+		MinVolume         int                          `toml:"volume_minimum"`
+		AbuseContact      string                       `toml:"abuse_contact"`
 	} `toml:"screen"`
 	Spool struct {
 		GroupCommit bool `toml:"group_commit"`
@@ -155,6 +159,9 @@ func defaultConfig() *Config {
 	c.Screen.LoopWindow = Duration{10 * time.Minute}
 	c.Screen.BlockedExtensions = append([]string(nil), screen.DefaultBlockedExtensions...)
 	c.Screen.BlocklistBudget = Duration{1500 * time.Millisecond}
+	c.Screen.NewRecipientsHour = 1000
+	c.Screen.VolumeMultiple = 10
+	c.Screen.MinVolume = 200
 	c.Relay.Mode = "mx"
 	c.Relay.MXPort = 25
 	c.Relay.SmarthostTLS = "starttls"
@@ -274,7 +281,7 @@ func (c *Config) check() error {
 	for who, o := range c.Screen.Overrides {
 		for rule, action := range o {
 			switch rule {
-			case "webform", "loop", "headers", "attachments", "links":
+			case "webform", "loop", "headers", "attachments", "links", "compromise":
 			default:
 				return fmt.Errorf("[screen.overrides.%q] unknown rule %q (webform, loop, headers, attachments, links)", who, rule)
 			}

@@ -15,6 +15,7 @@ import (
 
 const queueUsage = `usage:
   sluice queue list [--login L] [--domain D]
+  sluice queue held
   sluice queue show ID
   sluice queue retry ID | --all
   sluice queue hold ID [--reason TEXT]
@@ -97,6 +98,30 @@ func cmdQueue(args []string, stdout io.Writer) error {
 				len(st.Pending()), len(env.To), st.Attempts, next, state)
 		}
 		return tw.Flush()
+	case "held":
+		ids, err := sp.List()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tRECEIVED\tLOGIN\tRCPTS\tRULE AND REASON")
+		for _, id := range ids {
+			env, rc, err := sp.Open(id)
+			if err != nil {
+				continue
+			}
+			rc.Close()
+			st, _ := sp.LoadState(id, env)
+			if !st.Held {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", id, env.Received.UTC().Format("2006-01-02 15:04:05"), env.Login, len(env.To), st.HeldWhy)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "release with `sluice queue release ID`, drop with `sluice queue delete ID`")
+		return nil
 	case "show":
 		id, env, st, err := one()
 		if err != nil {

@@ -69,12 +69,13 @@ func cmdServe(args []string, stderr io.Writer) error {
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: certs.get,
 		},
-		Auth:   users,
-		Spool:  sp,
-		Logger: log,
-		Guard:  st.guard,
-		Quota:  st.quota,
-		Signer: dkimSigner{ring: ring, fallback: strings.ToLower(cfg.DKIM.FallbackDomain)},
+		Auth:         users,
+		Spool:        sp,
+		Logger:       log,
+		Guard:        st.guard,
+		Quota:        st.quota,
+		AbuseContact: abuseContact(cfg),
+		Signer:       dkimSigner{ring: ring, fallback: strings.ToLower(cfg.DKIM.FallbackDomain)},
 		Limits: submit.Limits{
 			MaxMessageSize:      cfg.Submission.MaxMessageSize,
 			MaxRecipients:       cfg.Submission.MaxRecipients,
@@ -86,7 +87,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 
 	if cfg.Screen.Enabled {
-		srv.Screen = newPipeline(cfg, st, resolver.New(cfg.DNS.Resolver), log)
+		srv.Screen = newPipeline(cfg, st, resolver.New(cfg.DNS.Resolver), users, log)
 	}
 	if cfg.DKIM.Precheck && len(cfg.Relay.SourceIPs) > 0 {
 		pc := &dnscheck.Precheck{Resolver: resolver.New(cfg.DNS.Resolver), Keys: ring, Fallback: cfg.DKIM.FallbackDomain,

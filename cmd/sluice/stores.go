@@ -21,6 +21,8 @@ type stores struct {
 	guard   submit.FailureGuard
 	hourly  screen.QuotaStore // one-hour window counters (web-form limit)
 	repeats screen.QuotaStore // loop_window counters (repeated content)
+	daily   screen.QuotaStore // 24-hour counters (usual volume)
+	history screen.RecipientHistory
 }
 
 func (s *stores) Close() {
@@ -43,6 +45,8 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 		qs = screen.NewRedisStore(rdb, storeCfg)
 		st.hourly = screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
 		st.repeats = screen.NewRedisStore(rdb, screen.StoreConfig{Window: cfg.Screen.LoopWindow.Duration, Hold: time.Minute})
+		daily := screen.NewRedisStore(rdb, screen.StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+		st.daily, st.history = daily, daily
 		st.guard = screen.NewRedisGuard(rdb, cfg.Auth.MaxFailuresPerLogin, cfg.Auth.MaxFailuresPerIP,
 			cfg.Auth.FailureWindow.Duration, cfg.Auth.Lockout.Duration)
 		if err := rdb.Ping(context.Background()).Err(); err != nil {
@@ -54,6 +58,8 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 		qs = screen.NewMemoryStore(storeCfg)
 		st.hourly = screen.NewMemoryStore(screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
 		st.repeats = screen.NewMemoryStore(screen.StoreConfig{Window: cfg.Screen.LoopWindow.Duration, Hold: time.Minute})
+		daily := screen.NewMemoryStore(screen.StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+		st.daily, st.history = daily, daily
 		st.guard = submit.NewMemoryGuard(submit.GuardLimits{
 			PerLogin: cfg.Auth.MaxFailuresPerLogin, PerIP: cfg.Auth.MaxFailuresPerIP,
 			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
@@ -121,7 +127,7 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 // newPipeline builds the content rules from [screen].
-func newPipeline(cfg *Config, st *stores, res screen.HostResolver, log *slog.Logger) *screen.Pipeline {
+func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Suspender, log *slog.Logger) *screen.Pipeline {
 	sc := cfg.Screen
 	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}}
 	p.Rules = []screen.Rule{
@@ -130,9 +136,18 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, log *slog.Log
 		&screen.WebForm{Mode: sc.WebForm, Limit: sc.WebFormLimit, Store: st.hourly, Log: log},
 		screen.NewAttachments(sc.BlockedExtensions),
 		&screen.Links{DomainZones: sc.DomainBlocklists, IPZones: sc.IPBlocklists, Resolver: res, Budget: sc.BlocklistBudget.Duration, MaxLookups: 50, Log: log},
+		&screen.Compromise{NewRecipientsPerHour: sc.NewRecipientsHour, VolumeMultiple: sc.VolumeMultiple, MinVolume: sc.MinVolume,
+			History: st.history, Hourly: st.hourly, Daily: st.daily, Suspend: sus, Contact: abuseContact(cfg), Log: log},
 	}
 	for who, o := range sc.Overrides {
 		p.Overrides[strings.ToLower(who)] = screen.ActionOverrides(o)
 	}
 	return p
+}
+
+func abuseContact(cfg *Config) string {
+	if cfg.Screen.AbuseContact != "" {
+		return cfg.Screen.AbuseContact
+	}
+	return "postmaster@" + cfg.Hostname
 }

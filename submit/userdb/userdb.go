@@ -164,7 +164,7 @@ func (f *File) Authenticate(ctx context.Context, username, password string) (*su
 }
 
 func (u *User) login() *submit.Login {
-	l := &submit.Login{Name: strings.ToLower(u.Address), Quota: u.Quota, Disabled: u.Disabled}
+	l := &submit.Login{Name: strings.ToLower(u.Address), Quota: u.Quota, Disabled: u.Disabled, DisabledReason: u.Reason}
 	for _, g := range u.Grants {
 		l.Grants = append(l.Grants, strings.ToLower(g))
 	}
@@ -292,4 +292,17 @@ func CheckAddress(a string) error {
 		return fmt.Errorf("%q is not a mailbox address like name@example.com", a)
 	}
 	return nil
+}
+
+// Suspend disables a login with a reason (screen.Suspender); `sluice user
+// enable` clears it.
+func (f *File) Suspend(_ context.Context, login, reason string) error {
+	return f.Update(func(users map[string]*User) error {
+		u := users[strings.ToLower(login)]
+		if u == nil {
+			return ErrNotFound
+		}
+		u.Disabled, u.Reason = true, reason
+		return nil
+	})
 }

@@ -1,0 +1,71 @@
+package screen
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+type suspendLog map[string]string
+
+func (s suspendLog) Suspend(_ context.Context, login, reason string) error {
+	s[login] = reason
+	return nil
+}
+
+func TestCompromiseFirstTimeRecipientBurst(t *testing.T) {
+	store := NewMemoryStore(StoreConfig{Window: time.Hour, Hold: time.Minute})
+	sus := suspendLog{}
+	c := &Compromise{NewRecipientsPerHour: 50, History: store, Hourly: store,
+		Daily: NewMemoryStore(StoreConfig{Window: 24 * time.Hour, Hold: time.Minute}), Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
+	// Writing to the same 10 people again and again is normal.
+	for i := 0; i < 20; i++ {
+		var rcpts []string
+		for j := 0; j < 10; j++ {
+			rcpts = append(rcpts, fmt.Sprintf("friend%d@remote.test", j))
+		}
+		if v := c.Check(context.Background(), &Message{Login: "info@example.test", Rcpts: rcpts}); v != nil {
+			t.Fatalf("known recipients flagged: %v", v)
+		}
+	}
+	// Then a burst of strangers.
+	var v *Verdict
+	for i := 0; i < 6 && v == nil; i++ {
+		var rcpts []string
+		for j := 0; j < 10; j++ {
+			rcpts = append(rcpts, fmt.Sprintf("stranger%d-%d@list.test", i, j))
+		}
+		v = c.Check(context.Background(), &Message{Login: "info@example.test", Rcpts: rcpts})
+	}
+	if v == nil || v.Action != Hold || !strings.Contains(v.Message, "first-time recipients") || !strings.Contains(v.Message, "abuse@relay.test") {
+		t.Fatalf("burst: %+v", v)
+	}
+	if !strings.HasPrefix(sus["info@example.test"], "suspended for suspected abuse") {
+		t.Fatalf("login not suspended: %v", sus)
+	}
+}
+
+func TestCompromiseVolumeMultiple(t *testing.T) {
+	hourly := NewMemoryStore(StoreConfig{Window: time.Hour, Hold: time.Minute})
+	daily := NewMemoryStore(StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+	sus := suspendLog{}
+	c := &Compromise{VolumeMultiple: 5, MinVolume: 20, Hourly: hourly, Daily: daily, Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
+	// A new login has no usual volume: never flagged by volume alone.
+	for i := 0; i < 30; i++ {
+		if v := c.Check(context.Background(), &Message{Login: "new@example.test", Rcpts: []string{"a@remote.test"}}); v != nil {
+			t.Fatalf("new login flagged: %v", v)
+		}
+	}
+	// An established login: 46 recipients over the day before this hour
+	// (2 an hour), then 30 in this hour.
+	daily.Count(context.Background(), "example.test", "vol:old@example.test", "history", 46)
+	var v *Verdict
+	for i := 0; i < 30 && v == nil; i++ {
+		v = c.Check(context.Background(), &Message{Login: "old@example.test", Rcpts: []string{"a@remote.test"}})
+	}
+	if v == nil || !strings.Contains(v.Message, "usual") || sus["old@example.test"] == "" {
+		t.Fatalf("volume spike not caught: %+v %v", v, sus)
+	}
+}
