@@ -90,6 +90,12 @@ type Config struct {
 		VolumeMultiple    float64                      `toml:"volume_multiple"`
 		MinVolume         int                          `toml:"volume_minimum"`
 		AbuseContact      string                       `toml:"abuse_contact"`
+		Rspamd            struct {
+			URL      string   `toml:"url"`
+			Password string   `toml:"password"`
+			Budget   Duration `toml:"budget"`
+			Fallback string   `toml:"fallback"`
+		} `toml:"rspamd"`
 	} `toml:"screen"`
 	Spool struct {
 		GroupCommit bool `toml:"group_commit"`
@@ -160,6 +166,8 @@ func defaultConfig() *Config {
 	c.Screen.BlockedExtensions = append([]string(nil), screen.DefaultBlockedExtensions...)
 	c.Screen.BlocklistBudget = Duration{1500 * time.Millisecond}
 	c.Screen.NewRecipientsHour = 1000
+	c.Screen.Rspamd.Budget = Duration{2 * time.Second}
+	c.Screen.Rspamd.Fallback = "accept"
 	c.Screen.VolumeMultiple = 10
 	c.Screen.MinVolume = 200
 	c.Relay.Mode = "mx"
@@ -278,10 +286,13 @@ func (c *Config) check() error {
 	default:
 		return fmt.Errorf("[screen] webform %q: use \"reject\", \"limit\" or \"allow\"", c.Screen.WebForm)
 	}
+	if f := c.Screen.Rspamd.Fallback; f != "accept" && f != "defer" {
+		return fmt.Errorf("[screen.rspamd] fallback %q: use \"accept\" or \"defer\"", f)
+	}
 	for who, o := range c.Screen.Overrides {
 		for rule, action := range o {
 			switch rule {
-			case "webform", "loop", "headers", "attachments", "links", "compromise":
+			case "webform", "loop", "headers", "attachments", "links", "compromise", "rspamd":
 			default:
 				return fmt.Errorf("[screen.overrides.%q] unknown rule %q (webform, loop, headers, attachments, links)", who, rule)
 			}

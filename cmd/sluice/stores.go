@@ -139,6 +139,10 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Su
 		&screen.Compromise{NewRecipientsPerHour: sc.NewRecipientsHour, VolumeMultiple: sc.VolumeMultiple, MinVolume: sc.MinVolume,
 			History: st.history, Hourly: st.hourly, Daily: st.daily, Suspend: sus, Contact: abuseContact(cfg), Log: log},
 	}
+	if sc.Rspamd.URL != "" {
+		p.Rules = append(p.Rules, &screen.Rspamd{URL: sc.Rspamd.URL, Password: sc.Rspamd.Password, Budget: sc.Rspamd.Budget.Duration,
+			Fallback: sc.Rspamd.Fallback, Log: log})
+	}
 	for who, o := range sc.Overrides {
 		p.Overrides[strings.ToLower(who)] = screen.ActionOverrides(o)
 	}
