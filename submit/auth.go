@@ -149,6 +149,7 @@ func (srv *Server) logAuth(s *session, mech, user, result string) {
 		level = slog.LevelWarn
 	}
 	srv.Logger.Log(context.Background(), level, "auth", "mechanism", mech, "login", user, "ip", s.ip, "result", result)
+	srv.Observer.Auth(mech, result)
 }
 
 var _ smtp.AuthSession = (*session)(nil)

@@ -2,6 +2,7 @@ package submit
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,27 +47,73 @@ func (l *connLimiter) release(ip string) {
 }
 
 // limitListener refuses connections over the limits with "421 4.7.0 too
-// busy" instead of handing them to the SMTP server.
+// busy" instead of handing them to the SMTP server. Each new connection is
+// vetted in its own goroutine (a PROXY header may take a moment to
+// arrive), so one slow client never holds up the accept loop.
 type limitListener struct {
 	net.Listener
 	limiter   *connLimiter
 	logger    *slog.Logger
 	tlsConfig *tls.Config // set on implicit-TLS listeners: refuse inside TLS
+	observer  Observer
+	kind      string
+
+	once  sync.Once
+	ready chan net.Conn
+	errc  chan error
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
+	l.once.Do(func() {
+		l.ready = make(chan net.Conn)
+		l.errc = make(chan error, 1)
+		go l.acceptLoop()
+	})
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case err := <-l.errc:
+		l.errc <- err // every later Accept sees it too
+		return nil, err
+	}
+}
+
+func (l *limitListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, net.ErrClosed) {
+				continue
+			}
+			l.errc <- err
+			return
 		}
-		ip := remoteIP(c.RemoteAddr())
-		if ok, why := l.limiter.acquire(ip); !ok {
-			l.logger.Warn("connection refused", "ip", ip, "reason", why)
-			go l.refuse(c)
-			continue
-		}
-		return &countedConn{Conn: c, release: func() { l.limiter.release(ip) }}, nil
+		go l.vet(c)
+	}
+}
+
+func (l *limitListener) vet(c net.Conn) {
+	ip := remoteIP(c.RemoteAddr()) // reads a PROXY header if one is due
+	if err := proxyError(c); err != nil {
+		l.logger.Warn("connection refused", "ip", ip, "reason", "PROXY header refused", "err", err)
+		l.observer.Connection(l.kind, false)
+		c.Close()
+		return
+	}
+	if ok, why := l.limiter.acquire(ip); !ok {
+		l.logger.Warn("connection refused", "ip", ip, "reason", why)
+		l.observer.Connection(l.kind, false)
+		l.refuse(c)
+		return
+	}
+	l.observer.Connection(l.kind, true)
+	cc := &countedConn{Conn: c, release: func() { l.limiter.release(ip) }}
+	select {
+	case l.ready <- cc:
+	case err := <-l.errc:
+		l.errc <- err
+		cc.Close()
 	}
 }
 

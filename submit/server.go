@@ -63,6 +63,20 @@ type Screener interface {
 	ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (hold string, err error)
 }
 
+// Observer is told of what the session sees, for metrics. Calls must be
+// cheap and safe for concurrent use.
+type Observer interface {
+	Connection(listener string, accepted bool)
+	Auth(mechanism, result string)
+	Message(verdict, stage string)
+}
+
+type noObserver struct{}
+
+func (noObserver) Connection(string, bool) {}
+func (noObserver) Auth(string, string)     {}
+func (noObserver) Message(string, string)  {}
+
 // Limits are the bounds on what a client controls.
 type Limits struct {
 	MaxMessageSize      int64
@@ -97,6 +111,12 @@ type Server struct {
 	Signer    Signer      // nil: no DKIM signing
 	Precheck  SenderCheck // nil: no DNS pre-check
 	Screen    Screener    // nil: no content rules
+	Observer  Observer    // nil: none
+	// ProxyTrusted, when set, makes every listener accept the PROXY
+	// protocol (v1 and v2) from these networks (load balancers), so that
+	// limits and logs see the real client; a PROXY header from anywhere
+	// else drops the connection.
+	ProxyTrusted []*net.IPNet
 	// AbuseContact is whom a suspended login is told to contact
 	// (default postmaster@Hostname).
 	AbuseContact string
@@ -113,6 +133,9 @@ func (srv *Server) init() {
 	srv.once.Do(func() {
 		if srv.Logger == nil {
 			srv.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		}
+		if srv.Observer == nil {
+			srv.Observer = noObserver{}
 		}
 		if srv.Guard == nil {
 			srv.Guard = NewMemoryGuard(GuardLimits{PerLogin: 10, PerIP: 30, Window: 15 * time.Minute, Lockout: 15 * time.Minute})
@@ -140,7 +163,14 @@ func (srv *Server) init() {
 // clients must use STARTTLS before AUTH.
 func (srv *Server) Serve(l net.Listener, implicitTLS bool) error {
 	srv.init()
-	ll := &limitListener{Listener: l, limiter: srv.conns, logger: srv.Logger, tlsConfig: nil}
+	if srv.ProxyTrusted != nil {
+		l = proxyListener(l, srv.ProxyTrusted)
+	}
+	kind := "submission"
+	if implicitTLS {
+		kind = "submissions"
+	}
+	ll := &limitListener{Listener: l, limiter: srv.conns, logger: srv.Logger, observer: srv.Observer, kind: kind}
 	var inner net.Listener = ll
 	if implicitTLS {
 		ll.tlsConfig = srv.TLSConfig

@@ -178,6 +178,7 @@ func (s *session) Data(r io.Reader) error {
 	if hold != "" {
 		verdict, reason = "held", hold
 	}
+	s.srv.Observer.Message(verdict, "accepted")
 	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
 		"recipients", len(s.rcpts), "size", env.Size, "verdict", verdict, "reason", reason, "dkim", signing,
 		"ip", s.ip, "ms", time.Since(start).Milliseconds())
@@ -235,6 +236,7 @@ func (s *session) refuse(id string, size int, err error, stage string) error {
 	}
 	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
 		"recipients", len(s.rcpts), "size", size, "verdict", "refused", "code", code, "stage", stage, "reason", msg, "ip", s.ip)
+	s.srv.Observer.Message("refused", stage)
 	return rep
 }
 

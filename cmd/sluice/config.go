@@ -33,6 +33,8 @@ type Config struct {
 		MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
 		IdleTimeout         Duration `toml:"idle_timeout"`
 		DataTimeout         Duration `toml:"data_timeout"`
+		ProxyProtocol       bool     `toml:"proxy_protocol"`
+		ProxyTrusted        []string `toml:"proxy_trusted"`
 	} `toml:"submission"`
 	TLS struct {
 		CertFile string `toml:"cert_file"`
@@ -318,6 +320,14 @@ func (c *Config) check() error {
 	if c.Relay.Smarthost != "" {
 		if _, _, err := splitHostPort(c.Relay.Smarthost); err != nil {
 			return fmt.Errorf("[relay] smarthost %q is not host:port", c.Relay.Smarthost)
+		}
+	}
+	if c.Submission.ProxyProtocol && len(c.Submission.ProxyTrusted) == 0 {
+		return errors.New("[submission] proxy_protocol needs proxy_trusted, the networks of your load balancers, e.g. [\"10.0.0.0/8\"]")
+	}
+	for _, n := range c.Submission.ProxyTrusted {
+		if _, _, err := net.ParseCIDR(n); err != nil {
+			return fmt.Errorf("[submission] proxy_trusted: %q is not a network like \"10.0.0.0/8\"", n)
 		}
 	}
 	for _, ip := range c.Relay.SourceIPs {

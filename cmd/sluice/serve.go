@@ -86,6 +86,12 @@ func cmdServe(args []string, stderr io.Writer) error {
 		},
 	}
 
+	if cfg.Submission.ProxyProtocol {
+		for _, n := range cfg.Submission.ProxyTrusted {
+			_, ipn, _ := net.ParseCIDR(n)
+			srv.ProxyTrusted = append(srv.ProxyTrusted, ipn)
+		}
+	}
 	if cfg.Screen.Enabled {
 		srv.Screen = newPipeline(cfg, st, resolver.New(cfg.DNS.Resolver), users, log)
 	}
