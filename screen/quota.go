@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -32,6 +33,7 @@ type DomainQuota struct {
 // fits. Its methods match what submit declares (submit.QuotaGate).
 type Quota struct {
 	store QuotaStore
+	mu    sync.RWMutex
 	cfg   QuotaConfig
 	log   *slog.Logger
 
@@ -44,6 +46,19 @@ type Quota struct {
 // NewQuota returns the rule over store.
 func NewQuota(store QuotaStore, cfg QuotaConfig, log *slog.Logger) *Quota {
 	return &Quota{store: store, cfg: cfg, log: log}
+}
+
+// SetConfig replaces the limits (SIGHUP).
+func (q *Quota) SetConfig(cfg QuotaConfig) {
+	q.mu.Lock()
+	q.cfg = cfg
+	q.mu.Unlock()
+}
+
+func (q *Quota) config() QuotaConfig {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	return q.cfg
 }
 
 // Store returns the quota's store.
@@ -62,16 +77,17 @@ func (q *Quota) Limit(login string, override *int) int {
 	if override != nil {
 		return *override
 	}
-	if d, ok := q.cfg.Domains[domainOf(login)]; ok && d.PerLogin != nil {
+	cfg := q.config()
+	if d, ok := cfg.Domains[domainOf(login)]; ok && d.PerLogin != nil {
 		return *d.PerLogin
 	}
-	return q.cfg.Default
+	return cfg.Default
 }
 
 func (q *Quota) charge(login string, override *int, txn, id string, n int) Charge {
 	dom := domainOf(login)
 	c := Charge{Tag: dom, Txn: txn, ID: id, N: n, Scopes: []Scope{{Key: "login:" + login, Limit: q.Limit(login, override)}}}
-	if d, ok := q.cfg.Domains[dom]; ok && d.Total > 0 {
+	if d, ok := q.config().Domains[dom]; ok && d.Total > 0 {
 		c.Scopes = append(c.Scopes, Scope{Key: "domain:" + dom, Limit: d.Total})
 	}
 	return c
@@ -117,7 +133,7 @@ type refunder interface {
 func (q *Quota) verdict(login, op string, ref *Refusal, err error) error {
 	if err != nil {
 		q.StoreErrors.Add(1)
-		if q.cfg.AllowOnStoreError && errors.Is(err, ErrStore) {
+		if q.config().AllowOnStoreError && errors.Is(err, ErrStore) {
 			q.log.Warn("quota store failed; accepting unmetered (on_store_error = allow)", "login", login, "op", op, "err", err)
 			return nil
 		}

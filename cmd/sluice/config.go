@@ -33,6 +33,7 @@ type Config struct {
 		MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
 		IdleTimeout         Duration `toml:"idle_timeout"`
 		DataTimeout         Duration `toml:"data_timeout"`
+		ShutdownTimeout     Duration `toml:"shutdown_timeout"`
 		ProxyProtocol       bool     `toml:"proxy_protocol"`
 		ProxyTrusted        []string `toml:"proxy_trusted"`
 	} `toml:"submission"`
@@ -47,6 +48,11 @@ type Config struct {
 		FailureWindow       Duration `toml:"failure_window"`
 		Lockout             Duration `toml:"lockout"`
 	} `toml:"auth"`
+	HTTP struct {
+		Listen     string `toml:"listen"`
+		Autoconfig bool   `toml:"autoconfig"`
+		IMAPHost   string `toml:"imap_host"`
+	} `toml:"http"`
 	DNS struct {
 		Resolver string `toml:"resolver"`
 	} `toml:"dns"`
@@ -158,6 +164,7 @@ func defaultConfig() *Config {
 	c.Submission.MaxConnectionsPerIP = 100
 	c.Submission.IdleTimeout = Duration{5 * time.Minute}
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
+	c.Submission.ShutdownTimeout = Duration{30 * time.Second}
 	c.Spool.GroupCommit = true
 	c.DKIM.Precheck = true
 	c.Screen.Enabled = true
@@ -245,6 +252,9 @@ func applyEnv(c *Config) {
 	}
 	if v, ok := os.LookupEnv("SLUICE_SUBMISSION_LISTEN_TLS"); ok {
 		c.Submission.ListenTLS = splitList(v)
+	}
+	if v, ok := os.LookupEnv("SLUICE_HTTP_LISTEN"); ok {
+		c.HTTP.Listen = v
 	}
 	if v, ok := os.LookupEnv("SLUICE_REDIS_URL"); ok {
 		c.Quota.RedisURL = v

@@ -21,18 +21,6 @@ const dkimUsage = `usage:
 
 func dkimDir(cfg *Config) string { return filepath.Join(cfg.DataDir, "dkim") }
 
-// dkimSigner adapts the keyring to submit.Signer with the configured
-// fallback domain.
-type dkimSigner struct {
-	ring     *dkim.Keyring
-	fallback string
-}
-
-func (d dkimSigner) Sign(fromDomain string, parts ...[]byte) ([]byte, string, error) {
-	fields, res, err := d.ring.Sign(fromDomain, d.fallback, parts...)
-	return fields, res.String(), err
-}
-
 func cmdDKIM(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("%s", dkimUsage)

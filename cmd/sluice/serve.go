@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,8 +18,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sluice/dkim"
-	"sluice/dkim/dnscheck"
-	"sluice/relay/resolver"
 	"sluice/relay/spool"
 	"sluice/submit"
 	"sluice/submit/userdb"
@@ -75,7 +72,6 @@ func cmdServe(args []string, stderr io.Writer) error {
 		Guard:        st.guard,
 		Quota:        st.quota,
 		AbuseContact: abuseContact(cfg),
-		Signer:       dkimSigner{ring: ring, fallback: strings.ToLower(cfg.DKIM.FallbackDomain)},
 		Limits: submit.Limits{
 			MaxMessageSize:      cfg.Submission.MaxMessageSize,
 			MaxRecipients:       cfg.Submission.MaxRecipients,
@@ -92,23 +88,18 @@ func cmdServe(args []string, stderr io.Writer) error {
 			srv.ProxyTrusted = append(srv.ProxyTrusted, ipn)
 		}
 	}
-	if cfg.Screen.Enabled {
-		srv.Screen = newPipeline(cfg, st, resolver.New(cfg.DNS.Resolver), users, log)
-	}
-	if cfg.DKIM.Precheck && len(cfg.Relay.SourceIPs) > 0 {
-		pc := &dnscheck.Precheck{Resolver: resolver.New(cfg.DNS.Resolver), Keys: ring, Fallback: cfg.DKIM.FallbackDomain,
-			HELO: cfg.heloName(), Log: log}
-		for _, ip := range cfg.Relay.SourceIPs {
-			pc.Egress = append(pc.Egress, net.ParseIP(ip))
-		}
-		srv.Precheck = pc
-	}
+	met := newMetrics(sp, st.quota)
+	srv.Observer = met
+	rt := &runtimeParts{st: st, users: users, ring: ring, certs: certs, metrics: met, log: log}
+	rt.apply(cfg)
+	srv.Screen, srv.Precheck, srv.Signer = &rt.screen, &rt.precheck, rt
 
 	rl, err := newRelay(cfg, sp, log)
 	if err != nil {
 		return err
 	}
 	sp.OnEnqueue = rl.Enqueued
+	rl.OnResult = met.delivery
 
 	// Listen on everything first, so that a taken port is one clear error
 	// before anything is served.
@@ -139,6 +130,17 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}
 		log.Info("listening", "addr", x.l.Addr().String(), "kind", kind)
 		fmt.Fprintf(stderr, "sluice: %s on %s\n", kind, x.l.Addr())
+	}
+	var web *httpServer
+	if cfg.HTTP.Listen != "" {
+		web = &httpServer{metrics: met, spool: sp, rdb: st.rdb, log: log}
+		web.cfg.Store(cfg)
+		if err := web.start(cfg.HTTP.Listen); err != nil {
+			for _, x := range listeners {
+				x.l.Close()
+			}
+			return err
+		}
 	}
 	log.Info("started", "version", version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "users", users.Path(), "quota_store", quotaStoreName(cfg))
 
@@ -184,24 +186,49 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}(x)
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
-	case err := <-errc:
-		log.Error("listener failed", "err", err)
-		srv.Close()
-		return err
+	if web != nil {
+		web.listening.Store(true)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for stop := false; !stop; {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				if next, err := loadConfig(*cfgPath); err != nil {
+					log.Error("reload refused: the new configuration is invalid; still running with the old one", "err", err)
+				} else {
+					rt.reload(cfg, next)
+					cfg = next
+					if web != nil {
+						web.cfg.Store(next)
+					}
+				}
+				continue
+			}
+			log.Info("shutting down: no new connections; open sessions may finish", "signal", sig.String(), "deadline", cfg.Submission.ShutdownTimeout.Duration)
+			stop = true
+		case err := <-errc:
+			log.Error("listener failed", "err", err)
+			srv.Close()
+			return err
+		}
+	}
+	if web != nil {
+		web.listening.Store(false)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Submission.ShutdownTimeout.Duration)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("sessions cut at shutdown deadline", "err", err)
+		log.Warn("sessions cut at the shutdown deadline; their messages were not acknowledged", "err", err)
 		srv.Close()
 	}
 	wg.Wait()
-	log.Info("stopped")
+	if web != nil {
+		web.shutdown(ctx)
+	}
+	log.Info("submission stopped; stopping delivery between messages")
 	return nil
 }
 

@@ -65,13 +65,17 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
 		})
 	}
+	st.quota = screen.NewQuota(qs, quotaConfig(cfg), log)
+	return st, nil
+}
+
+func quotaConfig(cfg *Config) screen.QuotaConfig {
 	qc := screen.QuotaConfig{Default: cfg.Quota.MessagesPerHour, AllowOnStoreError: cfg.Quota.OnStoreError == "allow",
 		Domains: map[string]screen.DomainQuota{}}
 	for d, q := range cfg.Quota.Domains {
 		qc.Domains[strings.ToLower(d)] = screen.DomainQuota{PerLogin: q.PerLogin, Total: q.Total}
 	}
-	st.quota = screen.NewQuota(qs, qc, log)
-	return st, nil
+	return qc
 }
 
 // quotaReport is what `sluice quota show` prints for one login.

@@ -1,0 +1,795 @@
+package main
+
+// sluice bench: a load generator for any SMTP submission server. It speaks
+// SMTP itself (a small client on net/textproto) so that it can time each
+// step exactly and keep every reply code.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/textproto"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const benchUsage = `usage: sluice bench --addr HOST:PORT [flags]
+
+Load generator for any SMTP submission server (Sluice or another). Opens
+--concurrency connections, each sending messages one after the other, and
+prints how many were accepted (2xx), deferred (4xx) and rejected (5xx) by
+reply code and enhanced code, accepted messages per second, and latency
+percentiles (p50, p90, p99, max) of:
+  connect  TCP connect, greeting, EHLO and the TLS handshake (with STARTTLS:
+           the STARTTLS command and the EHLO after it), until AUTH may start
+  auth     from sending AUTH to the 235 reply
+  data     from writing the final "." of DATA to the server's reply
+  message  from MAIL FROM to the reply after DATA
+
+flags:
+  --addr HOST:PORT      server to load (default 127.0.0.1:587)
+  --tls MODE            implicit (port 465), starttls (port 587, default) or none.
+                        Certificates are NOT verified (InsecureSkipVerify): this is
+                        a load tool, do not send real credentials over an untrusted
+                        network with it
+  --user LOGIN          log in as LOGIN (AUTH PLAIN, or LOGIN if PLAIN is not offered)
+  --password PASSWORD   its password (visible in ps: prefer --users on shared hosts)
+  --users FILE          many logins: lines "login password" (# comments allowed),
+                        used round-robin, one login per connection
+  --auth MECH           auto (default), plain, login or none (no AUTH even with users)
+  --concurrency N       connections at once (default 10)
+  --messages N          stop after N messages (default 1000; with --duration and
+                        no --messages: no message limit; 0: none)
+  --duration D          stop starting messages after D (e.g. 30s)
+  --size BYTES          body size in bytes, lines of 76 characters (default 5000)
+  --recipients N        recipients per message (default 1)
+  --reuse N             messages per connection before QUIT and a new connection;
+                        0 (default): all on one connection
+  --from PATTERN        envelope and header sender (default {user}, the login)
+  --to PATTERN          recipients (default rcpt{n}@sink.test)
+                        Patterns: {user} the login, {domain} its domain, {worker}
+                        the connection slot (0..concurrency-1), {n} the message
+                        number in --from and a counter increasing with every
+                        recipient in --to
+  --helo NAME           EHLO name (default bench.sluice.invalid)
+  --timeout D           deadline for each step (connect, each command and its
+                        reply, the DATA upload) (default 60s)
+  --json                print the report as JSON instead of text
+
+Ctrl-C stops starting messages, lets the ones in flight finish and prints the
+report. On a terminal a progress line is updated on stderr every second.
+Exits 1 when messages were sent but none was accepted.`
+
+// benchCred is one login.
+type benchCred struct{ login, password string }
+
+type benchOptions struct {
+	addr        string
+	tlsMode     string // implicit, starttls, none
+	auth        string // auto, plain, login, none
+	creds       []benchCred
+	concurrency int
+	messages    int
+	duration    time.Duration
+	size        int
+	recipients  int
+	reuse       int
+	from, to    string
+	helo        string
+	timeout     time.Duration
+	json        bool
+}
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" || a == "help" {
+			fmt.Fprintln(stdout, benchUsage)
+			return nil
+		}
+	}
+	o, err := parseBenchFlags(args)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C ends the process at once
+	}()
+	rep := runBench(ctx, o, stderr)
+	if o.json {
+		if err := writeBenchJSON(stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		writeBenchText(stdout, rep)
+	}
+	if rep.Sent > 0 && rep.Accepted == 0 {
+		return errors.New("no message was accepted; see the replies in the report")
+	}
+	return nil
+}
+
+func parseBenchFlags(args []string) (*benchOptions, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	o := &benchOptions{}
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:587", "")
+	fs.StringVar(&o.tlsMode, "tls", "starttls", "")
+	fs.StringVar(&o.auth, "auth", "auto", "")
+	user := fs.String("user", "", "")
+	password := fs.String("password", "", "")
+	usersFile := fs.String("users", "", "")
+	fs.IntVar(&o.concurrency, "concurrency", 10, "")
+	fs.IntVar(&o.messages, "messages", 1000, "")
+	fs.DurationVar(&o.duration, "duration", 0, "")
+	fs.IntVar(&o.size, "size", 5000, "")
+	fs.IntVar(&o.recipients, "recipients", 1, "")
+	fs.IntVar(&o.reuse, "reuse", 0, "")
+	fs.StringVar(&o.from, "from", "{user}", "")
+	fs.StringVar(&o.to, "to", "rcpt{n}@sink.test", "")
+	fs.StringVar(&o.helo, "helo", "bench.sluice.invalid", "")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "")
+	fs.BoolVar(&o.json, "json", false, "")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, usagef("%v (see sluice bench --help)", err)
+	}
+	if len(pos) > 0 {
+		return nil, usagef("unexpected argument %q (see sluice bench --help)", pos[0])
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["duration"] && !set["messages"] {
+		o.messages = 0
+	}
+
+	if _, port, err := net.SplitHostPort(o.addr); err != nil || port == "" {
+		return nil, usagef("--addr %q is not host:port, e.g. 127.0.0.1:587", o.addr)
+	}
+	switch o.tlsMode {
+	case "implicit", "starttls", "none":
+	default:
+		return nil, usagef("--tls %q: use implicit, starttls or none", o.tlsMode)
+	}
+	switch o.auth {
+	case "auto", "plain", "login", "none":
+	default:
+		return nil, usagef("--auth %q: use auto, plain, login or none", o.auth)
+	}
+	switch {
+	case *usersFile != "" && *user != "":
+		return nil, usagef("give --user or --users, not both")
+	case *password != "" && *user == "":
+		return nil, usagef("--password needs --user")
+	case *user != "":
+		o.creds = []benchCred{{*user, *password}}
+	case *usersFile != "":
+		o.creds, err = readBenchUsers(*usersFile)
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case o.concurrency < 1 || o.concurrency > 100000:
+		return nil, usagef("--concurrency must be from 1 to 100000")
+	case o.messages < 0:
+		return nil, usagef("--messages must be 0 or more")
+	case o.duration < 0:
+		return nil, usagef("--duration must be positive")
+	case o.messages == 0 && o.duration == 0:
+		return nil, usagef("give --messages N or --duration D: the run must end by itself")
+	case o.size < 0 || o.size > 1<<30:
+		return nil, usagef("--size must be from 0 to 1073741824 bytes")
+	case o.recipients < 1:
+		return nil, usagef("--recipients must be at least 1")
+	case o.reuse < 0:
+		return nil, usagef("--reuse must be 0 (all messages on one connection) or more")
+	case o.timeout <= 0:
+		return nil, usagef("--timeout must be positive, e.g. 30s")
+	case o.from == "":
+		return nil, usagef("--from is empty")
+	case o.to == "":
+		return nil, usagef("--to is empty")
+	case o.helo == "" || strings.ContainsAny(o.helo, " \t\r\n"):
+		return nil, usagef("--helo %q is not a host name", o.helo)
+	}
+	if len(o.creds) == 0 {
+		if strings.Contains(o.from, "{user}") || strings.Contains(o.from, "{domain}") ||
+			strings.Contains(o.to, "{user}") || strings.Contains(o.to, "{domain}") {
+			return nil, usagef("without --user or --users there is no login for {user} or {domain}; give --from ADDRESS")
+		}
+		if o.auth == "plain" || o.auth == "login" {
+			return nil, usagef("--auth %s needs --user or --users", o.auth)
+		}
+		o.auth = "none"
+	}
+	for _, p := range []string{o.from, o.to} {
+		if strings.ContainsAny(p, "<>\r\n \t") {
+			return nil, usagef("address pattern %q: write a bare address, without <>, spaces or line breaks", p)
+		}
+	}
+	return o, nil
+}
+
+// readBenchUsers reads "login password" lines.
+func readBenchUsers(path string) ([]benchCred, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--users: %w", err)
+	}
+	var creds []benchCred
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		login, pw, ok := strings.Cut(t, " ")
+		if !ok {
+			login, pw, ok = strings.Cut(t, "\t")
+		}
+		pw = strings.TrimSpace(pw)
+		if !ok || login == "" || pw == "" {
+			return nil, usagef("--users %s line %d: want \"login password\"", path, i+1)
+		}
+		creds = append(creds, benchCred{login, pw})
+	}
+	if len(creds) == 0 {
+		return nil, usagef("--users %s holds no \"login password\" line", path)
+	}
+	return creds, nil
+}
+
+// benchRun is one run: the options, the shared budget and the statistics.
+type benchRun struct {
+	o        *benchOptions
+	ctx      context.Context
+	tokenLen int    // the body's first line, different in every message
+	body     []byte // the rest of the body, the same in every message
+	tlsConf  *tls.Config
+	deadline time.Time // zero: no --duration
+
+	claimed atomic.Int64 // messages handed out
+	rcptN   atomic.Int64 // {n} in --to
+	connN   atomic.Int64 // connections started (round-robin over logins)
+	st      *benchStats
+}
+
+func runBench(ctx context.Context, o *benchOptions, stderr io.Writer) *benchReport {
+	host, _, _ := net.SplitHostPort(o.addr)
+	r := &benchRun{
+		o: o, ctx: ctx, st: newBenchStats(),
+		tlsConf: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12},
+	}
+	if net.ParseIP(host) == nil {
+		r.tlsConf.ServerName = host
+	}
+	r.tokenLen, r.body = benchBodyParts(o.size)
+	start := time.Now()
+	if o.duration > 0 {
+		r.deadline = start.Add(o.duration)
+	}
+	stopProgress := startBenchProgress(r, stderr, start)
+	var wg sync.WaitGroup
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			r.worker(w)
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+	return r.st.report(o, elapsed, ctx.Err() != nil)
+}
+
+// claim hands out the next message number, or false when the run is over.
+func (r *benchRun) claim() (int64, bool) {
+	if r.ctx.Err() != nil {
+		return 0, false
+	}
+	if !r.deadline.IsZero() && !time.Now().Before(r.deadline) {
+		return 0, false
+	}
+	n := r.claimed.Add(1)
+	if r.o.messages > 0 && n > int64(r.o.messages) {
+		return 0, false
+	}
+	return n, true
+}
+
+func (r *benchRun) worker(w int) {
+	var c *benchConn
+	defer func() {
+		if c != nil {
+			c.quit()
+		}
+	}()
+	for {
+		n, ok := r.claim()
+		if !ok {
+			return
+		}
+		if c == nil {
+			var f *benchFail
+			c, f = r.open(w)
+			if f != nil {
+				r.st.connFailed()
+				r.st.fail(f)
+				// Do not spin on a server that refuses: a short pause.
+				select {
+				case <-r.ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
+		}
+		keep := c.send(n)
+		c.sent++ // accepted or not, the message counts for --reuse
+		if !keep {
+			c.close()
+			c = nil
+			continue
+		}
+		if r.o.reuse > 0 && c.sent >= r.o.reuse {
+			c.quit()
+			c = nil
+		}
+	}
+}
+
+// benchReply is one SMTP reply.
+type benchReply struct {
+	code int
+	enh  string // "2.0.0" or ""
+	text string // the first line after the codes
+}
+
+func (r *benchReply) String() string {
+	if r.enh != "" {
+		return fmt.Sprintf("%d %s %s", r.code, r.enh, r.text)
+	}
+	return fmt.Sprintf("%d %s", r.code, r.text)
+}
+
+// benchFail is a message that was not accepted: a reply (code != 0) or a
+// transport error, at a stage: connect, auth, mail, rcpt, data (the DATA
+// command), eod (the reply after the message).
+type benchFail struct {
+	stage string
+	rep   *benchReply
+	err   error
+}
+
+// benchConn is one client connection.
+type benchConn struct {
+	r      *benchRun
+	nc     net.Conn
+	tp     *textproto.Reader
+	bw     *bufio.Writer
+	ext    map[string]string // EHLO keywords (upper case) -> parameters
+	cred   benchCred
+	worker int
+	sent   int
+	opened bool // counted in the open connections
+	hbuf   bytes.Buffer
+}
+
+func (r *benchRun) open(w int) (*benchConn, *benchFail) {
+	o := r.o
+	c := &benchConn{r: r, worker: w}
+	if len(o.creds) > 0 {
+		c.cred = o.creds[int((r.connN.Add(1)-1)%int64(len(o.creds)))]
+	}
+	t0 := time.Now()
+	d := net.Dialer{Timeout: o.timeout}
+	nc, err := d.Dial("tcp", o.addr)
+	if err != nil {
+		return nil, &benchFail{stage: "connect", err: err}
+	}
+	c.setConn(nc)
+	fail := func(f *benchFail) (*benchConn, *benchFail) {
+		c.close()
+		return nil, f
+	}
+	if o.tlsMode == "implicit" {
+		if err := c.handshake(); err != nil {
+			return fail(&benchFail{stage: "connect", err: err})
+		}
+	}
+	if rep, err := c.read(); err != nil || rep.code != 220 {
+		return fail(&benchFail{stage: "connect", rep: rep, err: err})
+	}
+	if f := c.ehlo(); f != nil {
+		return fail(f)
+	}
+	if o.tlsMode == "starttls" {
+		if _, ok := c.ext["STARTTLS"]; !ok {
+			return fail(&benchFail{stage: "connect", err: errors.New("the server does not offer STARTTLS (try --tls implicit or none)")})
+		}
+		if rep, err := c.cmd("STARTTLS"); err != nil || rep.code != 220 {
+			return fail(&benchFail{stage: "connect", rep: rep, err: err})
+		}
+		if err := c.handshake(); err != nil {
+			return fail(&benchFail{stage: "connect", err: err})
+		}
+		if f := c.ehlo(); f != nil {
+			return fail(f)
+		}
+	}
+	r.st.connected(time.Since(t0))
+	if o.auth != "none" {
+		t1 := time.Now()
+		f := c.authenticate()
+		if f == nil || f.rep != nil {
+			r.st.authenticated(time.Since(t1)) // a refusal is timed too
+		}
+		if f != nil {
+			return fail(f)
+		}
+	}
+	c.opened = true
+	r.st.ready()
+	return c, nil
+}
+
+func (c *benchConn) setConn(nc net.Conn) {
+	c.nc = nc
+	c.tp = textproto.NewReader(bufio.NewReaderSize(nc, 4096))
+	c.bw = bufio.NewWriterSize(nc, 32<<10)
+}
+
+func (c *benchConn) handshake() error {
+	tc := tls.Client(c.nc, c.r.tlsConf)
+	c.nc.SetDeadline(time.Now().Add(c.r.o.timeout))
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	c.setConn(tc)
+	return nil
+}
+
+func (c *benchConn) ehlo() *benchFail {
+	rep, lines, err := c.cmdLines("EHLO " + c.r.o.helo)
+	if err != nil || rep.code != 250 {
+		return &benchFail{stage: "connect", rep: rep, err: err}
+	}
+	c.ext = map[string]string{}
+	for _, l := range lines[1:] {
+		k, v, _ := strings.Cut(l, " ")
+		k = strings.ToUpper(k)
+		if strings.HasPrefix(k, "AUTH=") { // the old form "AUTH=PLAIN LOGIN"
+			k, v = "AUTH", l[5:]
+		}
+		c.ext[k] = strings.ToUpper(v)
+	}
+	return nil
+}
+
+func (c *benchConn) authenticate() *benchFail {
+	mech := c.r.o.auth
+	if mech == "auto" {
+		offered := strings.Fields(c.ext["AUTH"])
+		mech = ""
+		for _, want := range []string{"PLAIN", "LOGIN"} {
+			for _, m := range offered {
+				if m == want && mech == "" {
+					mech = strings.ToLower(want)
+				}
+			}
+		}
+		if mech == "" {
+			return &benchFail{stage: "auth", err: fmt.Errorf("the server offers no AUTH PLAIN or LOGIN after EHLO (offered: %q)", c.ext["AUTH"])}
+		}
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	var rep *benchReply
+	var err error
+	switch mech {
+	case "plain":
+		ir := b64([]byte("\x00" + c.cred.login + "\x00" + c.cred.password))
+		rep, err = c.cmd("AUTH PLAIN " + ir)
+		if err == nil && rep.code == 334 {
+			rep, err = c.cmd(ir)
+		}
+	case "login":
+		rep, err = c.cmd("AUTH LOGIN")
+		if err == nil && rep.code == 334 {
+			rep, err = c.cmd(b64([]byte(c.cred.login)))
+		}
+		if err == nil && rep.code == 334 {
+			rep, err = c.cmd(b64([]byte(c.cred.password)))
+		}
+	}
+	if err != nil || rep.code != 235 {
+		return &benchFail{stage: "auth", rep: rep, err: err}
+	}
+	return nil
+}
+
+// send sends message n and records its outcome. It reports whether the
+// connection can carry the next message.
+func (c *benchConn) send(n int64) (keep bool) {
+	o := c.r.o
+	st := c.r.st
+	from := c.expand(o.from, n)
+	rcpts := make([]string, o.recipients)
+	for i := range rcpts {
+		rcpts[i] = c.expand(o.to, c.r.rcptN.Add(1))
+	}
+	c.buildHeader(n, from, rcpts)
+	c.hbuf.Write(benchToken(c.r.tokenLen))
+	size := c.hbuf.Len() + len(c.r.body)
+
+	// fail records f; the connection stays for the next message unless the
+	// server is closing it (421) or it broke.
+	fail := func(f *benchFail) bool {
+		st.fail(f)
+		if f.rep == nil || f.rep.code == 421 {
+			return false
+		}
+		if f.stage != "eod" {
+			if rep, err := c.cmd("RSET"); err != nil || rep.code != 250 {
+				return false
+			}
+		}
+		return true
+	}
+
+	t0 := time.Now()
+	mail := "MAIL FROM:<" + from + ">"
+	if _, ok := c.ext["SIZE"]; ok {
+		mail += " SIZE=" + strconv.Itoa(size)
+	}
+	if rep, err := c.cmd(mail); err != nil || rep.code != 250 {
+		return fail(&benchFail{stage: "mail", rep: rep, err: err})
+	}
+	var refused []*benchFail
+	accepted := 0
+	for _, rc := range rcpts {
+		rep, err := c.cmd("RCPT TO:<" + rc + ">")
+		switch {
+		case err != nil:
+			return fail(&benchFail{stage: "rcpt", err: err})
+		case rep.code == 250 || rep.code == 251:
+			accepted++
+		case rep.code == 421:
+			return fail(&benchFail{stage: "rcpt", rep: rep})
+		default:
+			refused = append(refused, &benchFail{stage: "rcpt", rep: rep})
+		}
+	}
+	if accepted == 0 {
+		return fail(refused[0]) // the message's outcome
+	}
+	for _, f := range refused {
+		st.rcptRefused(f) // the message still goes to the others
+	}
+	if rep, err := c.cmd("DATA"); err != nil || rep.code != 354 {
+		return fail(&benchFail{stage: "data", rep: rep, err: err})
+	}
+	c.nc.SetDeadline(time.Now().Add(o.timeout))
+	c.bw.Write(c.hbuf.Bytes())
+	c.bw.Write(c.r.body)
+	if err := c.bw.Flush(); err != nil {
+		return fail(&benchFail{stage: "data", err: err})
+	}
+	t1 := time.Now()
+	rep, err := c.cmd(".")
+	if err != nil {
+		return fail(&benchFail{stage: "eod", err: err})
+	}
+	now := time.Now()
+	st.endOfData(now.Sub(t1))
+	if rep.code/100 != 2 {
+		return fail(&benchFail{stage: "eod", rep: rep})
+	}
+	st.accepted(rep, now.Sub(t0))
+	return true
+}
+
+// expand fills a --from or --to pattern.
+func (c *benchConn) expand(p string, n int64) string {
+	if !strings.Contains(p, "{") {
+		return p
+	}
+	login := c.cred.login
+	domain := login[strings.LastIndexByte(login, '@')+1:]
+	return strings.NewReplacer("{user}", login, "{domain}", domain,
+		"{worker}", strconv.Itoa(c.worker), "{n}", strconv.FormatInt(n, 10)).Replace(p)
+}
+
+// buildHeader writes the RFC 5322 header of message n into c.hbuf.
+func (c *benchConn) buildHeader(n int64, from string, rcpts []string) {
+	h := &c.hbuf
+	h.Reset()
+	domain := from[strings.LastIndexByte(from, '@')+1:]
+	if domain == "" || domain == from {
+		domain = "bench.sluice.invalid"
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	fmt.Fprintf(h, "From: %s\r\n", from)
+	h.WriteString("To: ")
+	for i, rc := range rcpts {
+		if i > 0 {
+			h.WriteString(",\r\n ") // one address per line: no line grows past 998
+		}
+		h.WriteString(rc)
+	}
+	h.WriteString("\r\n")
+	fmt.Fprintf(h, "Subject: sluice bench message %d\r\n", n)
+	fmt.Fprintf(h, "Date: %s\r\n", time.Now().Format(time.RFC1123Z))
+	fmt.Fprintf(h, "Message-ID: <bench.%d.%s@%s>\r\n", n, hex.EncodeToString(rnd[:]), domain)
+	h.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
+}
+
+// benchBodyParts splits a body of size bytes into a first line of tokenLen
+// bytes that differs in every message (random letters, so that content
+// rules that ignore digits, such as loop detection, see different messages)
+// and the rest, the same in every message. Bodies too small for the first
+// line are the same in every message.
+func benchBodyParts(size int) (tokenLen int, rest []byte) {
+	const line = 78 // 76 characters and CRLF
+	switch r := size - line; {
+	case r < 0:
+		return 0, benchBody(size)
+	case r == 1:
+		return line + 1, nil
+	default:
+		return line, benchBody(r)
+	}
+}
+
+// benchToken is a line of n bytes: "sluice-bench ", random lower-case
+// letters and CRLF.
+func benchToken(n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	b := make([]byte, n)
+	copy(b, "sluice-bench ")
+	for i := 13; i < n-2; i++ {
+		b[i] = 'a' + byte(mrand.IntN(26))
+	}
+	b[n-2], b[n-1] = '\r', '\n'
+	return b
+}
+
+// benchBody is a body of exactly size bytes: lines of 76 printable
+// characters ending in CRLF (the last one shorter, or one character longer
+// when a single byte is left over). No line starts with a dot.
+func benchBody(size int) []byte {
+	const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	if size < 2 {
+		return nil // no room for a line: an empty body
+	}
+	b := make([]byte, 0, size)
+	line := 0
+	for rest := size; rest > 0; line++ {
+		n := 76
+		switch {
+		case rest == 76+2+1: // would leave one byte: make this line 77
+			n = 77
+		case rest < 76+2:
+			n = rest - 2
+		}
+		for i := 0; i < n; i++ {
+			b = append(b, chars[(line+i)%len(chars)])
+		}
+		b = append(b, '\r', '\n')
+		rest -= n + 2
+	}
+	return b
+}
+
+// cmd sends one command line and reads the reply, within --timeout.
+func (c *benchConn) cmd(line string) (*benchReply, error) {
+	rep, _, err := c.cmdLines(line)
+	return rep, err
+}
+
+func (c *benchConn) cmdLines(line string) (*benchReply, []string, error) {
+	c.nc.SetDeadline(time.Now().Add(c.r.o.timeout))
+	c.bw.WriteString(line)
+	c.bw.WriteString("\r\n")
+	if err := c.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	return c.readLines()
+}
+
+func (c *benchConn) read() (*benchReply, error) {
+	c.nc.SetDeadline(time.Now().Add(c.r.o.timeout))
+	rep, _, err := c.readLines()
+	return rep, err
+}
+
+var enhancedRe = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3}$`)
+
+// readLines reads one reply, single- or multi-line; lines are the texts
+// after the codes.
+func (c *benchConn) readLines() (*benchReply, []string, error) {
+	var lines []string
+	code := 0
+	for {
+		l, err := c.tp.ReadLine()
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(l) < 3 || len(l) > 3 && l[3] != ' ' && l[3] != '-' {
+			return nil, nil, fmt.Errorf("malformed reply %q", truncate(l, 80))
+		}
+		n, err := strconv.Atoi(l[:3])
+		if err != nil || n < 200 || n > 599 || code != 0 && n != code {
+			return nil, nil, fmt.Errorf("malformed reply %q", truncate(l, 80))
+		}
+		code = n
+		text := ""
+		if len(l) > 4 {
+			text = l[4:]
+		}
+		lines = append(lines, text)
+		if len(l) == 3 || l[3] == ' ' {
+			break
+		}
+		if len(lines) > 1000 {
+			return nil, nil, errors.New("reply of more than 1000 lines")
+		}
+	}
+	rep := &benchReply{code: code, text: lines[0]}
+	if e, rest, _ := strings.Cut(lines[0], " "); enhancedRe.MatchString(e) {
+		rep.enh, rep.text = e, rest
+	}
+	return rep, lines, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// quit ends the session politely; its reply is waited for briefly only.
+func (c *benchConn) quit() {
+	t := c.r.o.timeout
+	if t > 5*time.Second {
+		t = 5 * time.Second
+	}
+	c.nc.SetDeadline(time.Now().Add(t))
+	c.bw.WriteString("QUIT\r\n")
+	if c.bw.Flush() == nil {
+		c.readLines()
+	}
+	c.close()
+}
+
+func (c *benchConn) close() {
+	if c.nc != nil {
+		c.nc.Close()
+	}
+	if c.opened {
+		c.opened = false
+		c.r.st.closed()
+	}
+}
