@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/GehirnInc/crypt"
+	"github.com/GehirnInc/crypt/sha256_crypt"
+	"github.com/GehirnInc/crypt/sha512_crypt"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -37,10 +40,29 @@ func HashPassword(password string) (string, error) {
 
 var errUnknownHash = errors.New("userdb: unknown hash format")
 
-// CheckPassword reports whether password matches the stored hash. argon2id
-// (PHC form) and bcrypt hashes are understood; comparisons are constant-time.
+// CheckPassword reports whether password matches the stored hash:
+// argon2id (PHC form), bcrypt, and the SHA-crypt hashes hosting panels and
+// Dovecot write ($6$ SHA512-CRYPT, $5$ SHA256-CRYPT), with or without a
+// Dovecot scheme prefix such as {SHA512-CRYPT}. Comparisons are
+// constant-time. Plain-text and MD5 schemes are refused.
 func CheckPassword(stored, password string) (bool, error) {
+	if strings.HasPrefix(stored, "{") {
+		end := strings.IndexByte(stored, '}')
+		if end < 0 {
+			return false, errUnknownHash
+		}
+		switch strings.ToUpper(stored[1:end]) {
+		case "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID", "CRYPT":
+			stored = stored[end+1:]
+		default:
+			return false, fmt.Errorf("userdb: hash scheme %s is not accepted (use bcrypt, argon2id or SHA512-CRYPT)", stored[:end+1])
+		}
+	}
 	switch {
+	case strings.HasPrefix(stored, "$6$"):
+		return checkCrypt(sha512_crypt.New(), stored, password)
+	case strings.HasPrefix(stored, "$5$"):
+		return checkCrypt(sha256_crypt.New(), stored, password)
 	case strings.HasPrefix(stored, "$argon2id$"):
 		return checkArgon2id(stored, password)
 	case strings.HasPrefix(stored, "$2a$"), strings.HasPrefix(stored, "$2b$"), strings.HasPrefix(stored, "$2y$"):
@@ -51,6 +73,14 @@ func CheckPassword(stored, password string) (bool, error) {
 		return err == nil, err
 	}
 	return false, errUnknownHash
+}
+
+func checkCrypt(c crypt.Crypter, stored, password string) (bool, error) {
+	got, err := c.Generate([]byte(password), []byte(stored))
+	if err != nil {
+		return false, errUnknownHash
+	}
+	return subtle.ConstantTimeCompare([]byte(got), []byte(stored)) == 1, nil
 }
 
 func checkArgon2id(stored, password string) (bool, error) {
