@@ -42,6 +42,22 @@ type Config struct {
 		KeyFile  string `toml:"key_file"`
 	} `toml:"tls"`
 	Auth struct {
+		Backends []string `toml:"backends"`
+		SQL      struct {
+			Driver        string   `toml:"driver"`
+			DSN           string   `toml:"dsn"`
+			PasswordQuery string   `toml:"password_query"`
+			GrantsQuery   string   `toml:"grants_query"`
+			QuotaQuery    string   `toml:"quota_query"`
+			CacheTTL      Duration `toml:"cache_ttl"`
+			Timeout       Duration `toml:"timeout"`
+		} `toml:"sql"`
+		Dovecot struct {
+			Socket  string   `toml:"socket"`
+			Service string   `toml:"service"`
+			Grants  string   `toml:"grants"`
+			Timeout Duration `toml:"timeout"`
+		} `toml:"dovecot"`
 		UsersFile           string   `toml:"users_file"`
 		MaxFailuresPerLogin int      `toml:"max_failures_per_login"`
 		MaxFailuresPerIP    int      `toml:"max_failures_per_ip"`
@@ -197,6 +213,12 @@ func defaultConfig() *Config {
 	c.Quota.Hold = Duration{10 * time.Minute}
 	c.Quota.Timeout = Duration{200 * time.Millisecond}
 	c.Quota.OnStoreError = "tempfail"
+	c.Auth.Backends = []string{"file"}
+	c.Auth.SQL.CacheTTL = Duration{time.Minute}
+	c.Auth.SQL.Timeout = Duration{2 * time.Second}
+	c.Auth.Dovecot.Service = "smtp"
+	c.Auth.Dovecot.Grants = "file"
+	c.Auth.Dovecot.Timeout = Duration{5 * time.Second}
 	c.Auth.MaxFailuresPerLogin = 10
 	c.Auth.MaxFailuresPerIP = 30
 	c.Auth.FailureWindow = Duration{15 * time.Minute}
@@ -330,6 +352,30 @@ func (c *Config) check() error {
 	if c.Relay.Smarthost != "" {
 		if _, _, err := splitHostPort(c.Relay.Smarthost); err != nil {
 			return fmt.Errorf("[relay] smarthost %q is not host:port", c.Relay.Smarthost)
+		}
+	}
+	if len(c.Auth.Backends) == 0 {
+		return errors.New("[auth] backends is empty; list at least one of \"file\", \"sql\", \"dovecot\"")
+	}
+	for _, b := range c.Auth.Backends {
+		switch b {
+		case "file":
+		case "sql":
+			if c.Auth.SQL.Driver != "postgres" && c.Auth.SQL.Driver != "mysql" {
+				return fmt.Errorf("[auth.sql] driver %q: use \"postgres\" or \"mysql\"", c.Auth.SQL.Driver)
+			}
+			if c.Auth.SQL.DSN == "" || c.Auth.SQL.PasswordQuery == "" {
+				return errors.New("[auth.sql] needs dsn and password_query")
+			}
+		case "dovecot":
+			if c.Auth.Dovecot.Socket == "" {
+				return errors.New("[auth.dovecot] needs socket, e.g. \"/run/dovecot/auth-client\"")
+			}
+			if g := c.Auth.Dovecot.Grants; g != "file" && g != "sql" && g != "none" {
+				return fmt.Errorf("[auth.dovecot] grants %q: use \"file\", \"sql\" or \"none\"", g)
+			}
+		default:
+			return fmt.Errorf("[auth] backends: unknown backend %q (file, sql, dovecot)", b)
 		}
 	}
 	if c.Submission.ProxyProtocol && len(c.Submission.ProxyTrusted) == 0 {

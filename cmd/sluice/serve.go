@@ -55,6 +55,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	auth, closeAuth, err := authChain(cfg, users)
+	defer closeAuth()
+	if err != nil {
+		return err
+	}
 	st, err := openStores(cfg, log)
 	if err != nil {
 		return err
@@ -66,7 +71,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: certs.get,
 		},
-		Auth:         users,
+		Auth:         auth,
 		Spool:        sp,
 		Logger:       log,
 		Guard:        st.guard,

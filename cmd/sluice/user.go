@@ -51,6 +51,9 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if !fileBackendConfigured(cfg) && sub != "list" && sub != "show" {
+		return fmt.Errorf("the configured login backends (%s) are read-only for Sluice; manage these logins where they live (the hosting panel's database or Dovecot), or add \"file\" to [auth] backends", strings.Join(cfg.Auth.Backends, ", "))
+	}
 	db, err := userdb.Open(cfg.usersFile())
 	if err != nil {
 		return err

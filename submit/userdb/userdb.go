@@ -306,3 +306,16 @@ func (f *File) Suspend(_ context.Context, login, reason string) error {
 		return nil
 	})
 }
+
+// Grants returns the grants and quota of a login in the file (for logins
+// another backend authenticates, e.g. Dovecot); none when it is not here.
+func (f *File) Grants(_ context.Context, login string) ([]string, *int, error) {
+	u, err := f.Get(login)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return u.login().Grants, u.Quota, nil
+}
