@@ -41,6 +41,8 @@ type Quota struct {
 	StoreErrors atomic.Int64
 	// Refusals counts over-quota refusals.
 	Refusals atomic.Int64
+	// OnReached, when set, is called on each over-quota refusal.
+	OnReached func(login, scope string, limit int, nextFit time.Time)
 }
 
 // NewQuota returns the rule over store.
@@ -154,6 +156,9 @@ func (q *Quota) verdict(login, op string, ref *Refusal, err error) error {
 		what = "domain " + strings.TrimPrefix(ref.Scope.Key, "domain:")
 	}
 	q.log.Warn("quota reached", "login", login, "scope", ref.Scope.Key, "limit", ref.Scope.Limit, "used", ref.Used, "next_fit", at)
+	if q.OnReached != nil {
+		q.OnReached(login, ref.Scope.Key, ref.Scope.Limit, at)
+	}
 	return &Verdict{Action: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Rule: "quota",
 		Message: fmt.Sprintf("%s has sent its %d messages (recipients) this hour; try again after %s UTC",
 			what, ref.Scope.Limit, at.Format("15:04"))}

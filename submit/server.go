@@ -69,13 +69,16 @@ type Observer interface {
 	Connection(listener string, accepted bool)
 	Auth(mechanism, result string)
 	Message(verdict, stage string)
+	// Held is told of each message accepted into the held state.
+	Held(id, login, reason string)
 }
 
 type noObserver struct{}
 
-func (noObserver) Connection(string, bool) {}
-func (noObserver) Auth(string, string)     {}
-func (noObserver) Message(string, string)  {}
+func (noObserver) Connection(string, bool)     {}
+func (noObserver) Auth(string, string)         {}
+func (noObserver) Message(string, string)      {}
+func (noObserver) Held(string, string, string) {}
 
 // Limits are the bounds on what a client controls.
 type Limits struct {

@@ -179,6 +179,9 @@ func (s *session) Data(r io.Reader) error {
 		verdict, reason = "held", hold
 	}
 	s.srv.Observer.Message(verdict, "accepted")
+	if hold != "" {
+		s.srv.Observer.Held(id, s.login.Name, hold)
+	}
 	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
 		"recipients", len(s.rcpts), "size", env.Size, "verdict", verdict, "reason", reason, "dkim", signing,
 		"ip", s.ip, "ms", time.Since(start).Milliseconds())

@@ -69,6 +69,11 @@ type Config struct {
 		Autoconfig bool   `toml:"autoconfig"`
 		IMAPHost   string `toml:"imap_host"`
 	} `toml:"http"`
+	Webhooks []struct {
+		URL    string   `toml:"url"`
+		Secret string   `toml:"secret"`
+		Events []string `toml:"events"`
+	} `toml:"webhooks"`
 	DNS struct {
 		Resolver string `toml:"resolver"`
 	} `toml:"dns"`
@@ -352,6 +357,18 @@ func (c *Config) check() error {
 	if c.Relay.Smarthost != "" {
 		if _, _, err := splitHostPort(c.Relay.Smarthost); err != nil {
 			return fmt.Errorf("[relay] smarthost %q is not host:port", c.Relay.Smarthost)
+		}
+	}
+	for _, w := range c.Webhooks {
+		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
+			return fmt.Errorf("[[webhooks]] url %q must start with https:// (or http:// on a private network)", w.URL)
+		}
+		for _, e := range w.Events {
+			switch e {
+			case "message.held", "login.suspended", "quota.reached", "message.bounced", "message.delivered":
+			default:
+				return fmt.Errorf("[[webhooks]] unknown event %q (message.held, login.suspended, quota.reached, message.bounced, message.delivered)", e)
+			}
 		}
 	}
 	if len(c.Auth.Backends) == 0 {

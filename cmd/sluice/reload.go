@@ -22,6 +22,7 @@ import (
 type runtimeParts struct {
 	st      *stores
 	users   *userdb.File
+	suspend screen.Suspender
 	ring    *dkim.Keyring
 	certs   *certStore
 	metrics *metrics
@@ -74,7 +75,7 @@ func (rt *runtimeParts) apply(cfg *Config) {
 	fb := strings.ToLower(cfg.DKIM.FallbackDomain)
 	rt.fallback.Store(&fb)
 	if cfg.Screen.Enabled {
-		p := newPipeline(cfg, rt.st, resolver.New(cfg.DNS.Resolver), rt.users, rt.log)
+		p := newPipeline(cfg, rt.st, resolver.New(cfg.DNS.Resolver), rt.suspend, rt.log)
 		p.OnVerdict = func(rule string, a screen.Action) { rt.metrics.verdicts.WithLabelValues(rule, a.String()).Inc() }
 		rt.screen.p.Store(p)
 	} else {

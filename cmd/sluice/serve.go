@@ -19,6 +19,7 @@ import (
 
 	"sluice/dkim"
 	"sluice/relay/spool"
+	"sluice/relay/webhook"
 	"sluice/submit"
 	"sluice/submit/userdb"
 )
@@ -94,8 +95,14 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}
 	}
 	met := newMetrics(sp, st.quota)
-	srv.Observer = met
-	rt := &runtimeParts{st: st, users: users, ring: ring, certs: certs, metrics: met, log: log}
+	out, err := openOutbox(cfg, log)
+	if err != nil {
+		return err
+	}
+	srv.Observer = observer{met, out}
+	qe := &quotaEvents{out: out, seen: map[string]time.Time{}}
+	st.quota.OnReached = qe.reached
+	rt := &runtimeParts{st: st, users: users, suspend: suspender{users, out}, ring: ring, certs: certs, metrics: met, log: log}
 	rt.apply(cfg)
 	srv.Screen, srv.Precheck, srv.Signer = &rt.screen, &rt.precheck, rt
 
@@ -104,7 +111,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	sp.OnEnqueue = rl.Enqueued
-	rl.OnResult = met.delivery
+	rl.OnResult = func(id, rcpt, status, category string, latency time.Duration) {
+		met.delivery(id, rcpt, status, category, latency)
+		switch status {
+		case "failed":
+			out.Emit(webhook.MessageBounced, map[string]any{"queue_id": id, "rcpt": rcpt, "category": category})
+		case "delivered":
+			out.Emit(webhook.MessageDelivered, map[string]any{"queue_id": id, "rcpt": rcpt, "seconds": latency.Seconds()})
+		}
+	}
 
 	// Listen on everything first, so that a taken port is one clear error
 	// before anything is served.
@@ -150,6 +165,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	log.Info("started", "version", version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "users", users.Path(), "quota_store", quotaStoreName(cfg))
 
 	relayCtx, stopRelay := context.WithCancel(context.Background())
+	if out != nil {
+		go out.Run(relayCtx)
+	}
 	relayDone := make(chan struct{})
 	go func() {
 		defer close(relayDone)
