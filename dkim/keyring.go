@@ -241,6 +241,18 @@ func (k *Keyring) Generate(domain, selector, algo string) ([]*Key, error) {
 	}
 	var made []*Key
 	err := k.update(func(keys []*Key) ([]*Key, error) {
+		// Check every selector before any key file is written.
+		for _, a := range algos {
+			sel := selector
+			if len(algos) > 1 {
+				sel = selector + "-" + a
+			}
+			for _, x := range keys {
+				if x.Domain == domain && x.Selector == sel {
+					return nil, fmt.Errorf("%s already has a key with selector %s; choose another selector", domain, sel)
+				}
+			}
+		}
 		for _, a := range algos {
 			sel := selector
 			if len(algos) > 1 {
@@ -293,7 +305,15 @@ func (k *Keyring) Retire(domain, selector string) error {
 
 func (k *Keyring) setState(domain, selector, state string) error {
 	domain, selector = strings.ToLower(domain), strings.ToLower(selector)
-	return k.update(func(keys []*Key) ([]*Key, error) {
+	var retiredFiles []string
+	defer func() {
+		// Private keys of retired selectors go only once the index that
+		// no longer needs them is safely written.
+		for _, f := range retiredFiles {
+			os.Remove(f)
+		}
+	}()
+	err := k.update(func(keys []*Key) ([]*Key, error) {
 		found := false
 		for _, x := range keys {
 			// "s1" also names the pair s1-rsa and s1-ed25519 that
@@ -306,7 +326,7 @@ func (k *Keyring) setState(domain, selector, state string) error {
 					x.Activated = time.Now().UTC()
 				}
 				if state == Retired {
-					os.Remove(filepath.Join(k.dir, x.File))
+					retiredFiles = append(retiredFiles, filepath.Join(k.dir, x.File))
 				}
 			}
 		}
@@ -315,6 +335,10 @@ func (k *Keyring) setState(domain, selector, state string) error {
 		}
 		return keys, nil
 	})
+	if err != nil {
+		retiredFiles = nil
+	}
+	return err
 }
 
 func (k *Keyring) update(fn func([]*Key) ([]*Key, error)) error {

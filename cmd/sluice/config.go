@@ -68,6 +68,7 @@ type Config struct {
 		Listen     string `toml:"listen"`
 		Autoconfig bool   `toml:"autoconfig"`
 		IMAPHost   string `toml:"imap_host"`
+		AdminToken string `toml:"admin_token"`
 	} `toml:"http"`
 	Webhooks []struct {
 		URL    string   `toml:"url"`
@@ -280,6 +281,9 @@ func applyEnv(c *Config) {
 	if v, ok := os.LookupEnv("SLUICE_SUBMISSION_LISTEN_TLS"); ok {
 		c.Submission.ListenTLS = splitList(v)
 	}
+	if v, ok := os.LookupEnv("SLUICE_ADMIN_TOKEN"); ok {
+		c.HTTP.AdminToken = v
+	}
 	if v, ok := os.LookupEnv("SLUICE_HTTP_LISTEN"); ok {
 		c.HTTP.Listen = v
 	}
@@ -370,6 +374,9 @@ func (c *Config) check() error {
 				return fmt.Errorf("[[webhooks]] unknown event %q (message.held, login.suspended, quota.reached, message.bounced, message.delivered)", e)
 			}
 		}
+	}
+	if t := c.HTTP.AdminToken; t != "" && len(t) < 24 {
+		return errors.New("[http] admin_token is too short; use at least 24 random characters (e.g. openssl rand -hex 24)")
 	}
 	if len(c.Auth.Backends) == 0 {
 		return errors.New("[auth] backends is empty; list at least one of \"file\", \"sql\", \"dovecot\"")

@@ -786,6 +786,11 @@ func TestDKIMVerifiers(t *testing.T) {
 				d.publish(t, rec)
 			}
 			want := dkimSigsOf(recs)
+			list := map[string]string{}
+			for _, w := range want {
+				list[w.domain+"/"+w.selector] = "active yes"
+			}
+			dkimWantList(t, s, list)
 			dkimWaitSigning(t, s, alice, want)
 
 			t.Run("crafted", func(t *testing.T) {

@@ -76,7 +76,8 @@ func cmdDKIM(args []string, stdout io.Writer) error {
 		}
 		n := 0
 		for _, k := range ring.Keys() {
-			if k.Domain == strings.ToLower(pos[0]) && k.State != dkim.Retired && (*selector == "" || k.Selector == *selector) {
+			sel := strings.ToLower(*selector)
+			if k.Domain == strings.ToLower(pos[0]) && k.State != dkim.Retired && (sel == "" || k.Selector == sel || k.Selector == sel+"-"+k.Algo) {
 				fmt.Fprintln(stdout, k.ZoneLine())
 				n++
 			}

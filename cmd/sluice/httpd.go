@@ -29,6 +29,7 @@ type httpServer struct {
 	listening atomic.Bool // all SMTP listeners are up
 	log       *slog.Logger
 	srv       *http.Server
+	admin     *adminAPI // nil: no admin API
 }
 
 func (h *httpServer) start(addr string) error {
@@ -41,6 +42,9 @@ func (h *httpServer) start(addr string) error {
 	mux.HandleFunc("/autodiscover/autodiscover.xml", h.autodiscover)
 	mux.HandleFunc("/Autodiscover/Autodiscover.xml", h.autodiscover)
 	mux.HandleFunc("/apple.mobileconfig", h.mobileconfig)
+	if h.admin != nil {
+		h.admin.register(mux)
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("[http] listen %s: %w", addr, err)

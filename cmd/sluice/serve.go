@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -155,6 +156,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if cfg.HTTP.Listen != "" {
 		web = &httpServer{metrics: met, spool: sp, rdb: st.rdb, log: log}
 		web.cfg.Store(cfg)
+		if cfg.HTTP.AdminToken != "" {
+			web.admin = &adminAPI{tokenSum: sha256.Sum256([]byte(cfg.HTTP.AdminToken)), cfg: web.cfg.Load,
+				users: users, quota: st.quota, spool: sp, relay: rl, log: log}
+		}
 		if err := web.start(cfg.HTTP.Listen); err != nil {
 			for _, x := range listeners {
 				x.l.Close()
