@@ -42,7 +42,7 @@ func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
 		if v.Rule == "" {
 			v.Rule = r.Name()
 		}
-		switch p.action(m.Login, r.Name()) {
+		switch p.action(m, r.Name()) {
 		case "allow":
 			p.Log.Info("screen: verdict overridden to allow", "login", m.Login, "rule", v.Rule, "would", v.Message)
 			continue
@@ -61,15 +61,18 @@ func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
 	return nil
 }
 
-func (p *Pipeline) action(login, rule string) string {
-	if o, ok := p.Overrides[strings.ToLower(login)]; ok {
-		if a, ok := o[rule]; ok {
-			return a
-		}
+// action finds an override: the login's own, then its domain's, then the
+// header From domain's (a login may send for several domains).
+func (p *Pipeline) action(m *Message, rule string) string {
+	keys := []string{strings.ToLower(m.Login), domainOf(m.Login)}
+	if froms := m.Addresses("From"); len(froms) == 1 {
+		keys = append(keys, domainOf(froms[0]))
 	}
-	if o, ok := p.Overrides[domainOf(login)]; ok {
-		if a, ok := o[rule]; ok {
-			return a
+	for _, k := range keys {
+		if o, ok := p.Overrides[k]; ok {
+			if a, ok := o[rule]; ok {
+				return a
+			}
 		}
 	}
 	return ""
@@ -79,6 +82,13 @@ func (p *Pipeline) action(login, rule string) string {
 // code class (5xx reject, 4xx defer, hold accepts).
 func asAction(v *Verdict, a Action) *Verdict {
 	c := *v
+	if v.Action == Hold && a != Hold {
+		// A hold's sentence says "held"; refused or deferred, say what
+		// the rule found with a policy code.
+		c.Enhanced = [3]int{5, 7, 1}
+		c.Message = strings.Replace(strings.Replace(c.Message, "; it is held for review", "", 1), " it is held for review", "", 1) +
+			"; the mail administrator has set this rule to refuse such mail"
+	}
 	c.Action = a
 	switch a {
 	case Reject:

@@ -156,6 +156,11 @@ func walk(h map[string]string, body []byte, depth int, parts *[]Part) error {
 	}
 	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "multipart/") {
 		if err != nil || params["boundary"] == "" {
+			// Mailers write unquoted boundaries with "=" in them
+			// (----=_NextPart_...), which strict parsing refuses.
+			if b := looseBoundary(ct); b != "" {
+				return walkMultipart(body, b, depth, parts)
+			}
 			return &mimeError{"the Content-Type header declares a multipart message without a boundary"}
 		}
 		return walkMultipart(body, params["boundary"], depth, parts)
@@ -169,11 +174,39 @@ func walk(h map[string]string, body []byte, depth int, parts *[]Part) error {
 	return nil
 }
 
+var wordDecoder = &mime.WordDecoder{CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil }}
+
+// filename is the part's file name, decoded (RFC 2231 by ParseMediaType,
+// RFC 2047 encoded words, which many clients still use, here).
 func filename(h map[string]string, ctParams map[string]string) string {
+	name := ctParams["name"]
 	if _, p, err := mime.ParseMediaType(h["content-disposition"]); err == nil && p["filename"] != "" {
-		return p["filename"]
+		name = p["filename"]
 	}
-	return ctParams["name"]
+	if strings.Contains(name, "=?") {
+		if d, err := wordDecoder.DecodeHeader(name); err == nil {
+			name = d
+		}
+	}
+	return name
+}
+
+func looseBoundary(ct string) string {
+	i := strings.Index(strings.ToLower(ct), "boundary=")
+	if i < 0 {
+		return ""
+	}
+	v := ct[i+len("boundary="):]
+	if strings.HasPrefix(v, "\"") {
+		if j := strings.IndexByte(v[1:], '"'); j >= 0 {
+			return v[1 : j+1]
+		}
+		return ""
+	}
+	if j := strings.IndexAny(v, "; \t"); j >= 0 {
+		v = v[:j]
+	}
+	return v
 }
 
 func walkMultipart(body []byte, boundary string, depth int, parts *[]Part) error {

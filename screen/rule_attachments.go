@@ -38,6 +38,11 @@ func (a *Attachments) Check(_ context.Context, m *Message) *Verdict {
 		return nil // the headers rule reports broken MIME
 	}
 	for _, p := range parts {
+		// A text part without a file name is the message itself (a
+		// pasted script is text, not an attachment).
+		if p.Filename == "" && strings.HasPrefix(p.ContentType, "text/") {
+			continue
+		}
 		if v := a.checkFile(p.Filename, p.Body, 0); v != nil {
 			return v
 		}

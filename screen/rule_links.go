@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // HostResolver answers block-list queries (relay/resolver caches them for
@@ -33,7 +35,7 @@ type Links struct {
 
 func (l *Links) Name() string { return "links" }
 
-var urlRe = regexp.MustCompile(`(?i)\b(?:https?://|www\.)([a-z0-9.\-\[\]:]+)`)
+var urlRe = regexp.MustCompile(`(?i)\b(?:https?://|www\.)([^\s/?#"'<>]+)`)
 
 // ExtractLinkHosts returns the distinct host names and IP literals linked
 // from the message's text parts (decoded from quoted-printable/base64).
@@ -49,7 +51,12 @@ func ExtractLinkHosts(m *Message) []string {
 			continue
 		}
 		for _, sm := range urlRe.FindAllSubmatch(p.Body, 500) {
-			h := strings.ToLower(strings.Trim(string(sm[1]), ".-[]"))
+			auth := string(sm[1])
+			// user:pass@host: the host is after the last @.
+			if at := strings.LastIndexByte(auth, '@'); at >= 0 {
+				auth = auth[at+1:]
+			}
+			h := strings.ToLower(strings.Trim(auth, ".-[]"))
 			if i := strings.LastIndexByte(h, ':'); i > 0 && strings.Count(h, ":") == 1 {
 				h = h[:i] // port
 			}
@@ -75,7 +82,8 @@ func (l *Links) Check(ctx context.Context, m *Message) *Verdict {
 		return nil
 	}
 	type query struct{ host, name, zone string }
-	var qs []query
+	var qs, hostQs []query
+	seenName := map[string]bool{}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			if v4 := ip.To4(); v4 != nil {
@@ -86,11 +94,25 @@ func (l *Links) Check(ctx context.Context, m *Message) *Verdict {
 			}
 			continue
 		}
-		d := strings.TrimPrefix(h, "www.")
-		for _, z := range l.DomainZones {
-			qs = append(qs, query{h, d + "." + z, z})
+		// Look up the registered domain (click.listed.test is listed.test's)
+		// and, when different, the host itself; each name once. Registered
+		// domains go first, so that the lookup cap never skips a domain
+		// because of many links to another one.
+		for i, d := range lookupNames(h) {
+			if seenName[d] {
+				continue
+			}
+			seenName[d] = true
+			for _, z := range l.DomainZones {
+				if i == 0 {
+					qs = append(qs, query{h, d + "." + z, z})
+				} else {
+					hostQs = append(hostQs, query{h, d + "." + z, z})
+				}
+			}
 		}
 	}
+	qs = append(qs, hostQs...)
 	if l.MaxLookups > 0 && len(qs) > l.MaxLookups {
 		qs = qs[:l.MaxLookups]
 	}
@@ -147,4 +169,13 @@ func (l *Links) Check(ctx context.Context, m *Message) *Verdict {
 	}
 	return reject("links", 554, [3]int{5, 7, 1}, fmt.Sprintf(
 		"the message contains %s, which the block list %s lists; remove the link (a compromised site, or a shortener that points there)", what, hit.zone))
+}
+
+func lookupNames(host string) []string {
+	host = strings.TrimPrefix(host, "www.")
+	reg, err := publicsuffix.EffectiveTLDPlusOne(host)
+	if err != nil || reg == host {
+		return []string{host}
+	}
+	return []string{reg, host}
 }

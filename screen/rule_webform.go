@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"unicode"
 )
@@ -32,28 +33,42 @@ func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
 		return nil
 	}
 	from := froms[0]
-	self := false
-	for _, r := range m.Rcpts {
-		if strings.EqualFold(r, from) {
-			self = true
-		}
-	}
-	for _, h := range []string{"To", "Cc"} {
-		for _, a := range m.Addresses(h) {
-			if a == from {
-				self = true
-			}
-		}
-	}
-	if !self {
-		return nil
-	}
 	dom := domainOf(from)
 	visitor := ""
 	for _, a := range m.Addresses("Reply-To") {
 		if domainOf(a) != dom {
 			visitor = a
 		}
+	}
+	// The form pattern: the mail goes only to the From address itself
+	// (envelope and To), or to it with an outside visitor in Reply-To.
+	// A Cc or Bcc to oneself on ordinary mail is not a form.
+	onlySelf := len(m.Rcpts) > 0
+	for _, r := range m.Rcpts {
+		if !strings.EqualFold(r, from) {
+			onlySelf = false
+		}
+	}
+	for _, a := range m.Addresses("To") {
+		if a != from {
+			onlySelf = false
+		}
+	}
+	fromIsRcpt := false
+	for _, r := range m.Rcpts {
+		if strings.EqualFold(r, from) {
+			fromIsRcpt = true
+		}
+	}
+	for _, h := range []string{"To", "Cc"} {
+		for _, a := range m.Addresses(h) {
+			if a == from {
+				fromIsRcpt = true
+			}
+		}
+	}
+	if !onlySelf && !(fromIsRcpt && visitor != "") {
+		return nil
 	}
 	local := "form"
 	if strings.HasPrefix(from, "form@") {
@@ -152,6 +167,14 @@ func fingerprint(m *Message) string {
 			}
 		}
 		h.Write(buf)
+	}
+	// The same text to different people (a newsletter sent one by one,
+	// order confirmations) is not a loop: the recipients are part of it.
+	rcpts := append([]string(nil), m.Rcpts...)
+	sort.Strings(rcpts)
+	for _, r := range rcpts {
+		h.Write([]byte(strings.ToLower(r)))
+		h.Write([]byte{1})
 	}
 	for _, s := range m.Header("Subject") {
 		norm([]byte(s))
