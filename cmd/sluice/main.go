@@ -25,6 +25,7 @@ const usage = `usage: sluice COMMAND [flags]
 commands:
   serve     run the submission gateway
   user      manage logins: add, list, show, passwd, disable, enable, delete
+  explain   what an SMTP reply (ours or a remote server's) means and what to do
   dns       check a domain's SPF, DKIM, DMARC and PTR; print records to publish
   dkim      DKIM keys: keygen, list, record, activate, retire
   quota     show or reset a login's hourly quota
@@ -50,6 +51,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdServe(args[1:], stderr)
 	case "user":
 		err = cmdUser(args[1:], stdin, stdout)
+	case "explain":
+		err = cmdExplain(args[1:], stdin, stdout)
 	case "dns":
 		err = cmdDNS(args[1:], stdout)
 	case "dkim":

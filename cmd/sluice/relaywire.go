@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"sluice/relay"
 	"sluice/relay/resolver"
@@ -52,10 +51,5 @@ func newRelay(cfg *Config, sp *spool.Spool, log *slog.Logger) (*relay.Relay, err
 	if err != nil {
 		return nil, fmt.Errorf("suppressions: %w", err)
 	}
-	return relay.New(rc, sp, res, sts, sup, explainer, log), nil
+	return relay.New(rc, sp, res, sts, sup, relayExplainer, log), nil
 }
-
-// explainer is replaced by the explain package's classifier.
-var explainer relay.Explainer
-
-var _ = time.Second

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/mail"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// dlvReceiver is the next hop of "sluice serve" in [relay] mode =
+// "smarthost" (the integration config points [dns] at a dead resolver,
+// so MX delivery cannot be used here): a go-smtp server with STARTTLS that
+// records the messages it accepted and can stall one DATA.
+type dlvReceiver struct {
+	addr string
+	srv  *smtp.Server
+
+	mu        sync.Mutex
+	delivered []dlvMessage
+	stallNext bool
+	stalled   chan struct{} // closed when the stalled DATA has the message
+	release   chan struct{} // closed by the test to end the stall
+}
+
+type dlvMessage struct {
+	from string
+	to   []string
+	data []byte
+}
+
+func startDlvReceiver(t *testing.T) *dlvReceiver {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &dlvReceiver{addr: l.Addr().String(), stalled: make(chan struct{}), release: make(chan struct{})}
+	r.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &dlvSession{r: r}, nil }))
+	r.srv.Domain = "smarthost.delivery.test"
+	r.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{dlvSelfSigned(t, "smarthost.delivery.test")}}
+	r.srv.ErrorLog = log.New(io.Discard, "", 0)
+	go r.srv.Serve(l)
+	t.Cleanup(func() {
+		r.releaseStall()
+		r.srv.Close()
+	})
+	return r
+}
+
+func (r *dlvReceiver) releaseStall() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.release:
+	default:
+		close(r.release)
+	}
+}
+
+func (r *dlvReceiver) withSubject(t *testing.T, subject string) []dlvMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []dlvMessage
+	for _, m := range r.delivered {
+		msg, err := mail.ReadMessage(bytes.NewReader(m.data))
+		if err == nil && msg.Header.Get("Subject") == subject {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+type dlvSession struct {
+	r    *dlvReceiver
+	from string
+	to   []string
+}
+
+func (s *dlvSession) Reset()        { s.from, s.to = "", nil }
+func (s *dlvSession) Logout() error { return nil }
+func (s *dlvSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.from = from
+	return nil
+}
+func (s *dlvSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *dlvSession) Data(rd io.Reader) error {
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		return err
+	}
+	r := s.r
+	r.mu.Lock()
+	if r.stallNext {
+		// Hold the transaction open with the whole message received and
+		// no reply sent: a delivery in progress. It is never counted as
+		// delivered (its sender never learns the outcome).
+		r.stallNext = false
+		r.mu.Unlock()
+		close(r.stalled)
+		<-r.release
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "abandoned"}
+	}
+	r.delivered = append(r.delivered, dlvMessage{from: s.from, to: append([]string(nil), s.to...), data: data})
+	r.mu.Unlock()
+	return nil
+}
+
+func dlvSelfSigned(t *testing.T, host string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// dlvWait polls cond every 10 ms for up to 20 s.
+func dlvWait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKill9DuringDelivery: sluice is killed with SIGKILL while the next hop
+// holds a delivery open in DATA (message sent, no reply yet). After a
+// restart the message is delivered: at least once, possibly twice, never
+// lost; and the queue ends empty.
+func TestKill9DuringDelivery(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "swaks", "swaks")
+	rx := startDlvReceiver(t)
+	rx.mu.Lock()
+	rx.stallNext = true
+	rx.mu.Unlock()
+	s := startServerWith(t, fmt.Sprintf(`
+[relay]
+mode = "smarthost"
+smarthost = %q
+smarthost_insecure_skip_verify = true
+retry_schedule = ["50ms"]
+connect_timeout = "5s"
+command_timeout = "60s"
+`, rx.addr), alice)
+
+	const subject = "kill -9 mid-delivery 6d2c"
+	r := swaks(t, s.submission, "--tls", "PLAIN", alice, alice.addr, "bob@remote.test", subject, "must arrive despite kill -9")
+	if r.exit != 0 {
+		t.Fatalf("swaks:\n%s", r)
+	}
+	id := queueID(t, r.stdout)
+	spooled := readSpooled(t, s.dataDir, id)
+
+	select {
+	case <-rx.stalled:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no delivery attempt reached DATA within 20s")
+	}
+	s.kill9()
+	if !slices.Contains(spoolIDs(t, s.dataDir), id) {
+		t.Fatalf("message %s is not in the spool after kill -9 in the middle of its delivery", id)
+	}
+	rx.releaseStall() // the old connection is gone; its transaction never completed
+	s.restart()
+
+	dlvWait(t, "the message at the next hop after the restart", func() bool { return len(rx.withSubject(t, subject)) > 0 })
+	dlvWait(t, "an empty queue", func() bool { return len(spoolIDs(t, s.dataDir)) == 0 })
+	got := rx.withSubject(t, subject)
+	if len(got) > 2 {
+		t.Errorf("delivered %d times, want once (twice at worst)", len(got))
+	}
+	m := got[0]
+	if m.from != alice.addr || !slices.Equal(m.to, []string{"bob@remote.test"}) {
+		t.Errorf("envelope from=%q to=%v, want %s to [bob@remote.test]", m.from, m.to, alice.addr)
+	}
+	if !bytes.Equal(m.data, spooled.msg) {
+		t.Errorf("delivered message differs from the spooled one:\ndelivered:\n%q\nspooled:\n%q", m.data, spooled.msg)
+	}
+}
