@@ -36,6 +36,12 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	// Signals are caught from the start: a SIGHUP (systemd reload) or
+	// SIGTERM that arrives while we are still opening stores waits for the
+	// loop below instead of killing the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
@@ -218,8 +224,6 @@ func cmdServe(args []string, stderr io.Writer) error {
 		web.listening.Store(true)
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for stop := false; !stop; {
 		select {
 		case sig := <-sigs:
