@@ -34,6 +34,11 @@ func cmdDKIM(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	switch sub {
+	case "keygen", "list", "record", "activate", "retire":
+	default:
+		return usagef("unknown subcommand %q\n%s", sub, dkimUsage)
+	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
@@ -64,11 +69,13 @@ func cmdDKIM(args []string, stdout io.Writer) error {
 		}
 		for _, k := range keys {
 			if k.State == dkim.Pending {
-				fmt.Fprintf(stdout, "\nThe %s key is pending: %s keeps signing with its current key. Once the record is published, run\n  sluice dkim activate %s %s\n", k.Algo, k.Domain, k.Domain, k.Selector)
+				// activate takes the selector given to keygen and
+				// activates every key made under it (both algorithms).
+				fmt.Fprintf(stdout, "\nThe new key is pending: %s keeps signing with its current key. Once the record is published, run\n  sluice dkim activate %s %s%s\n", k.Domain, k.Domain, sel, configFlag(*cfgPath))
 				break
 			}
 		}
-		fmt.Fprintf(stdout, "\nThen check with: sluice dns check %s\n", keys[0].Domain)
+		fmt.Fprintf(stdout, "\nThen check with: sluice dns check %s%s\n", keys[0].Domain, configFlag(*cfgPath))
 		return nil
 	case "record":
 		if len(pos) != 1 {
@@ -115,4 +122,13 @@ func cmdDKIM(args []string, stdout io.Writer) error {
 		return nil
 	}
 	return usagef("%s", dkimUsage)
+}
+
+// configFlag repeats --config FILE in a printed hint, so that the suggested
+// command reads the same configuration.
+func configFlag(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " --config " + path
 }

@@ -16,7 +16,8 @@ import (
 
 const dnsUsage = `usage:
   sluice dns check DOMAIN     is DOMAIN's DNS ready for mail sent through Sluice?
-  sluice dns records DOMAIN   the records to publish (SPF, DKIM, DMARC)`
+  sluice dns records DOMAIN   the records to publish (SPF, DKIM, DMARC, and the SRV records
+                              that let mail clients find the submission ports)`
 
 // errFindings makes `dns check` exit non-zero without a second message.
 type errFindings struct{ n int }

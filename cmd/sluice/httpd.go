@@ -212,9 +212,12 @@ func (h *httpServer) mobileconfig(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "add ?email=you@example.com to the address", http.StatusBadRequest)
 		return
 	}
+	// Apple's Mail payload must name an incoming server, and Sluice serves
+	// no IMAP: without imap_host there is no profile to give.
 	incoming := cfg.HTTP.IMAPHost
 	if incoming == "" {
-		incoming = cfg.Hostname
+		http.Error(w, "no Apple profile: the operator has not set [http] imap_host, the IMAP server that goes with this submission server", http.StatusNotFound)
+		return
 	}
 	w.Header().Set("Content-Type", "application/x-apple-aspen-config")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+html.EscapeString(domain)+`.mobileconfig"`)

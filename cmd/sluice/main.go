@@ -3,8 +3,12 @@
 // knows them all.
 //
 //	sluice serve [--config FILE]
-//	sluice user add|list|passwd|disable|enable|delete ... [--config FILE]
+//	sluice user|dkim|dns|quota|queue|suppress SUBCOMMAND ... [--config FILE]
+//	sluice explain "REPLY LINE"
+//	sluice bench --addr HOST:PORT ...
 //	sluice version
+//
+// docs/commands/ has a page per command.
 package main
 
 import (
@@ -24,16 +28,18 @@ const usage = `usage: sluice COMMAND [flags]
 
 commands:
   serve     run the submission gateway
-  user      manage logins: add, list, show, passwd, disable, enable, delete
+  user      manage logins: add, set, list, show, passwd, disable, enable, delete
   explain   what an SMTP reply (ours or a remote server's) means and what to do
   dns       check a domain's SPF, DKIM, DMARC and PTR; print records to publish
   dkim      DKIM keys: keygen, list, record, activate, retire
   quota     show or reset a login's hourly quota
-  queue     the spool: list, show, retry, hold, release, delete
+  queue     the spool: list, show, held, retry, hold, release, delete
   suppress  recipients that hard-bounced: list, delete
+  bench     load-test an SMTP submission server (Sluice or another)
   version   print the version
 
-Every command takes --config FILE (default: embedded defaults).
+Commands that read the configuration take --config FILE (default: the
+embedded defaults and SLUICE_* variables). COMMAND -h lists its flags.
 `
 
 func main() {
@@ -63,6 +69,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdSuppress(args[1:], stdout)
 	case "queue":
 		err = cmdQueue(args[1:], stdout)
+	case "bench":
+		err = cmdBench(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "sluice", version)
 	case "help", "-h", "--help":
@@ -72,6 +80,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
+		var he helpRequested
+		if errors.As(err, &he) {
+			fmt.Fprint(stdout, he.text)
+			return 0
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "sluice %s: %s\n", args[0], ue.msg)
@@ -89,13 +102,26 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
+// helpRequested carries the flag list that -h asked for.
+type helpRequested struct{ text string }
+
+func (h helpRequested) Error() string { return "help requested" }
+
 // parseInterspersed parses flags that may come before, between or after the
-// positional arguments ("user add a@b.test --quota 5").
+// positional arguments ("user add a@b.test --quota 5"). -h returns
+// helpRequested with the flags and their defaults.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				var b strings.Builder
+				fmt.Fprintf(&b, "flags of sluice %s:\n", fs.Name())
+				fs.SetOutput(&b)
+				fs.PrintDefaults()
+				return nil, helpRequested{b.String()}
+			}
 			return nil, usagef("%v", err)
 		}
 		if fs.NArg() == 0 {

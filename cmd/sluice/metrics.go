@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"sluice/relay/explain"
 	"sluice/relay/spool"
 	"sluice/screen"
 )
@@ -43,7 +44,7 @@ func newMetrics(sp *spool.Spool, q *screen.Quota) *metrics {
 		Help: "Content-rule verdicts other than accept. rule: headers, loop, webform, attachments, links, compromise, rspamd. action: reject, defer, hold."},
 		[]string{"rule", "action"})
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_deliveries_total",
-		Help: "Delivery outcomes per recipient. result: delivered, deferred, failed. category: the explain category of the reply (authentication, blocklist, spam, mailbox-unknown, mailbox-full, rate-limited, too-big, policy, tls-required, temporary, unknown, ...)."},
+		Help: "Delivery outcomes per recipient. result: delivered, deferred, failed. category: the `sluice explain` category of the last reply (" + categoryList() + ")."},
 		[]string{"result", "category"})
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_delivery_latency_seconds",
 		Help: "Time from acceptance to successful delivery of a recipient.", Buckets: []float64{.01, .05, .1, .5, 1, 5, 30, 60, 300, 1800, 3600, 14400, 86400}})
@@ -118,4 +119,12 @@ func (m *metrics) delivery(_, _, status, category string, latency time.Duration)
 	if status == "delivered" {
 		m.latency.Observe(latency.Seconds())
 	}
+}
+
+func categoryList() string {
+	names := make([]string, len(explain.Categories))
+	for i, c := range explain.Categories {
+		names[i] = string(c)
+	}
+	return strings.Join(names, ", ")
 }

@@ -40,6 +40,11 @@ func cmdQueue(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	switch sub {
+	case "list", "show", "held", "retry", "hold", "release", "delete":
+	default:
+		return usagef("unknown subcommand %q\n%s", sub, queueUsage)
+	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
@@ -153,6 +158,7 @@ func cmdQueue(args []string, stdout io.Writer) error {
 			}
 			ids = []string{id}
 		}
+		scheduled, held := 0, 0
 		for _, id := range ids {
 			env, rc, err := sp.Open(id)
 			if err != nil {
@@ -160,16 +166,24 @@ func cmdQueue(args []string, stdout io.Writer) error {
 			}
 			rc.Close()
 			st, err := sp.LoadState(id, env)
-			if err != nil || st.Held {
+			if err != nil {
+				continue
+			}
+			if st.Held {
+				held++
 				continue
 			}
 			st.NextTry = time.Now()
 			if err := sp.SaveState(id, st); err != nil {
 				return err
 			}
+			scheduled++
 		}
 		kick()
-		fmt.Fprintf(stdout, "%d message(s) scheduled for delivery now\n", len(ids))
+		fmt.Fprintf(stdout, "%d message(s) scheduled for delivery now\n", scheduled)
+		if held > 0 {
+			fmt.Fprintf(stdout, "%d held message(s) left alone: release them with sluice queue release ID\n", held)
+		}
 		return nil
 	case "hold", "release":
 		id, _, st, err := one()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"sluice/submit/userdb"
 )
@@ -72,7 +73,7 @@ func cmdQuota(args []string, stdout io.Writer) error {
 		if rep.Limit == 0 {
 			limit = "unlimited"
 		}
-		fmt.Fprintf(stdout, "login:    %s\nlimit:    %s recipients per %s\nused:     %d\nreserved: %d\n", rep.Login, limit, cfg.Quota.Window.Duration, rep.Used, rep.Reserved)
+		fmt.Fprintf(stdout, "login:    %s\nlimit:    %s recipients per %s\nused:     %d\nreserved: %d\n", rep.Login, limit, humanWindow(cfg.Quota.Window.Duration), rep.Used, rep.Reserved)
 		if rep.Resets != "" {
 			fmt.Fprintf(stdout, "frees up: %s (oldest charge leaves the window)\n", rep.Resets)
 		}
@@ -97,4 +98,17 @@ func cmdQuota(args []string, stdout io.Writer) error {
 		return nil
 	}
 	return usagef("%s", quotaUsage)
+}
+
+// humanWindow writes a quota window as people say it: "hour", "10 minutes".
+func humanWindow(d time.Duration) string {
+	switch {
+	case d == time.Hour:
+		return "hour"
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return d.String()
 }

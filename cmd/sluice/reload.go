@@ -94,8 +94,10 @@ func (rt *runtimeParts) apply(cfg *Config) {
 	rt.st.quota.SetConfig(quotaConfig(cfg))
 }
 
-// reload applies a new, already validated configuration.
-func (rt *runtimeParts) reload(old, next *Config) {
+// reload applies a new, already validated configuration: next as
+// returned by reloadable, so that keys needing a restart keep their running
+// values.
+func (rt *runtimeParts) reload(next *Config) {
 	rt.apply(next)
 	if err := rt.ring.Reload(); err != nil {
 		rt.log.Error("reload: DKIM keys not reloaded; still signing with the previous set", "err", err)
@@ -106,19 +108,66 @@ func (rt *runtimeParts) reload(old, next *Config) {
 	} else {
 		rt.certs.cur.Store(certs.cur.Load())
 	}
-	for _, k := range []struct {
-		name string
-		a, b any
-	}{
-		{"[submission] listen/listen_tls", [][]string{old.Submission.Listen, old.Submission.ListenTLS}, [][]string{next.Submission.Listen, next.Submission.ListenTLS}},
-		{"[submission] limits", []any{old.Submission.MaxMessageSize, old.Submission.MaxRecipients, old.Submission.MaxConnections, old.Submission.MaxConnectionsPerIP}, []any{next.Submission.MaxMessageSize, next.Submission.MaxRecipients, next.Submission.MaxConnections, next.Submission.MaxConnectionsPerIP}},
-		{"[quota] redis_url", old.Quota.RedisURL, next.Quota.RedisURL},
-		{"[relay]", old.Relay, next.Relay},
-		{"data_dir", old.DataDir, next.DataDir},
-	} {
-		if !reflect.DeepEqual(k.a, k.b) {
-			rt.log.Warn("reload: this change needs a restart to take effect", "key", k.name)
+	rt.log.Info("reloaded: users, DKIM keys, TLS certificate, quotas, content rules, DNS pre-check")
+}
+
+// hotKeys are the configuration keys (dotted TOML paths, or prefixes ending
+// in ".") that a SIGHUP applies to a running server. coldKeys inside them
+// are not. Every other key keeps its running value until a restart.
+var (
+	hotKeys = []string{"tls.", "dkim.", "screen.", "quota.messages_per_hour", "quota.on_store_error", "quota.domains",
+		"http.autoconfig", "http.imap_host"}
+	coldKeys = []string{"screen.loop_window", "screen.abuse_contact"}
+)
+
+func isHot(key string) bool {
+	for _, c := range coldKeys {
+		if key == c {
+			return false
 		}
 	}
-	rt.log.Info("reloaded: users, DKIM keys, TLS certificate, quotas, content rules, DNS pre-check")
+	for _, h := range hotKeys {
+		if key == h || (strings.HasSuffix(h, ".") && strings.HasPrefix(key, h)) {
+			return true
+		}
+	}
+	return false
+}
+
+// reloadable returns the configuration a reload puts in force: next's
+// values for the keys a reload applies, running's for all others, and the
+// keys whose change was therefore not applied (they need a restart). The
+// result is what the server runs with, so reverting such a change later
+// warns of nothing, and a second reload with it still pending warns again.
+func reloadable(running, next *Config) (*Config, []string) {
+	eff := *next
+	var cold []string
+	mergeCold(reflect.ValueOf(&eff).Elem(), reflect.ValueOf(running).Elem(), "", &cold)
+	return &eff, cold
+}
+
+var durationType = reflect.TypeOf(Duration{})
+
+// mergeCold walks the configuration struct by TOML key and copies every
+// differing key that is not hot from running into eff.
+func mergeCold(eff, running reflect.Value, prefix string, cold *[]string) {
+	t := eff.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := strings.Split(f.Tag.Get("toml"), ",")[0]
+		if name == "" || name == "-" {
+			continue
+		}
+		key := prefix + name
+		ev, rv := eff.Field(i), running.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
+			mergeCold(ev, rv, key+".", cold)
+			continue
+		}
+		if reflect.DeepEqual(ev.Interface(), rv.Interface()) || isHot(key) {
+			continue
+		}
+		ev.Set(rv)
+		*cold = append(*cold, key)
+	}
 }

@@ -231,10 +231,14 @@ func cmdServe(args []string, stderr io.Writer) error {
 				if next, err := loadConfig(*cfgPath); err != nil {
 					log.Error("reload refused: the new configuration is invalid; still running with the old one", "err", err)
 				} else {
-					rt.reload(cfg, next)
-					cfg = next
+					eff, cold := reloadable(cfg, next)
+					for _, k := range cold {
+						log.Warn("reload: this change needs a restart to take effect; the running value stays in force", "key", k)
+					}
+					rt.reload(eff)
+					cfg = eff
 					if web != nil {
-						web.cfg.Store(next)
+						web.cfg.Store(eff)
 					}
 				}
 				continue

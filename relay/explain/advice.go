@@ -156,6 +156,12 @@ var (
 	advSmuggling = advice{
 		"The message contains a bare CR or LF line ending or a NUL byte; servers refuse these because they make SMTP smuggling possible.",
 		"Update the program, plugin or script that sends the mail so that every line ends in CRLF; binary content belongs in a base64 attachment."}
+	advLongLine = advice{
+		"A line of the message is longer than the 998 characters SMTP allows (RFC 5322 2.1.1); servers refuse such mail or break it.",
+		"Make the sending program or plugin wrap long lines or encode the body as quoted-printable or base64 (PHPMailer does so when Encoding is set to quoted-printable or base64)."}
+	advDirectIP = advice{
+		"The receiver treats the sending server's IP address as one that should not deliver mail directly: an end-user, dynamic or cloud address on a policy list such as Spamhaus PBL, or one without proper reverse DNS.",
+		"This is for whoever runs the relay: send from an address meant for mail (static, with a PTR record naming the relay's hostname) or through a smarthost; the sender of the message cannot fix it."}
 	advHeaders = advice{
 		"The message's header is incomplete or broken, for example no From, several From headers, an address the receiver cannot read, or an overlong line.",
 		"The plugin or script that builds the mail has to set exactly one From (in the form Name <you@example.com>) and well-formed headers; the reply names the defect."}

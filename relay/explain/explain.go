@@ -39,14 +39,19 @@ const (
 	Unknown        Category = "unknown"         // none of the above recognised
 )
 
+// Categories lists every category, in the order above (for help texts and
+// documentation).
+var Categories = []Category{Accepted, Authentication, BlockList, Spam, UnknownMailbox, MailboxFull, RateLimited,
+	TooBig, Policy, TLSRequired, TempFailure, Login, Sender, Malformed, Unknown}
+
 // Explanation is what a reply means.
 type Explanation struct {
-	Code      int    // the three-digit reply code, 0 if none was found
-	Enhanced  string // the enhanced status code such as "5.7.1", or ""
-	Permanent bool   // a 5xx reply (or, without a code, a 5.x.x enhanced code)
-	Category  Category
-	Meaning   string // what happened, one or two sentences
-	Action    string // what to do about it, one or two sentences
+	Code      int      `json:"code"`      // the three-digit reply code, 0 if none was found
+	Enhanced  string   `json:"enhanced"`  // the enhanced status code such as "5.7.1", or ""
+	Permanent bool     `json:"permanent"` // a 5xx reply (or, without a code, a 5.x.x enhanced code)
+	Category  Category `json:"category"`
+	Meaning   string   `json:"meaning"` // what happened, one or two sentences
+	Action    string   `json:"action"`  // what to do about it, one or two sentences
 }
 
 // String is the text for the terminal: category and codes, meaning, action.
@@ -98,7 +103,7 @@ func Explain(reply string) Explanation {
 		e.Meaning = "Sluice kept retrying until its time limit and gave up. " + e.Meaning
 		e.Action += " Sluice no longer retries this message; send it again once the cause is fixed."
 	} else if !e.Permanent && t.code >= 400 && t.code < 500 && retriedToNoAvail[cat] {
-		e.Action += " The refusal is temporary, so delivery is retried, but it keeps failing until the cause is fixed."
+		e.Action += " The refusal is temporary, but it keeps coming back until the cause is fixed, however often a mail server (or Sluice's relay) retries."
 	}
 	return e
 }

@@ -27,6 +27,9 @@ var cases = []tcase{
 	{"451 reported spam source", "451 The IP Address you are sending from was reported as a source of spam. Please contact your e-mail administrator.", BlockList, 451, "", false},
 	{"451 too busy", "451 ESMTP MailEnable Service temporarily refused connection at 10:22:07 from IP [203.0.113.7] because the server is too busy", TempFailure, 451, "", false},
 	{"452 too many recipients", "452 Too many recipients", RateLimited, 452, "", false},
+	{"Gmail direct from end-user IP", "550-5.7.1 [2001:db8::7] The IP you're using to send mail is not authorized to send email directly to our servers. Please use the SMTP relay at your service provider instead.", BlockList, 550, "5.7.1", true},
+	{"Sluice long line", "554 5.6.0 line 3 of the message is longer than 998 characters; configure the sending program to wrap lines", Malformed, 554, "5.6.0", true},
+	{"Postfix line too long", "500 5.5.2 Error: line too long", Malformed, 500, "5.5.2", true},
 	{"452 no remote domains", "452 You are not permitted to send to remote domains", Policy, 452, "", false},
 	{"500 links to listed IP", "500 Message rejected because it contains links to an IP address that is blacklisted", BlockList, 500, "", true},
 	{"500 syntax", "500 Syntax Error, command unrecognized", Malformed, 500, "", true},
@@ -233,5 +236,20 @@ func TestRelayExplainer(t *testing.T) {
 	}
 	if c, m, a := f("552 5.2.2 Mailbox full"); c != "mailbox-full" || m == "" || a == "" {
 		t.Errorf("got %q %q %q", c, m, a)
+	}
+}
+
+// TestExplainAdvice: the advice fits the cause, not only the category.
+func TestExplainAdvice(t *testing.T) {
+	for _, tc := range []struct{ reply, want, notWant string }{
+		{"554 5.6.0 line 3 of the message is longer than 998 characters; configure the sending program to wrap lines", "wrap long lines", "exactly one From"},
+		{"550-5.7.1 The IP you're using to send mail is not authorized to send email directly to our servers.", "whoever runs the relay", ""},
+		{"451 4.7.1 login info@example.test has sent its 100 messages (recipients) this hour; try again after 14:05 UTC", "after the time given", ""},
+	} {
+		e := Explain(tc.reply)
+		text := e.Meaning + " " + e.Action
+		if !strings.Contains(text, tc.want) || tc.notWant != "" && strings.Contains(text, tc.notWant) {
+			t.Errorf("%q:\n%s\nwant it to say %q (and not %q)", tc.reply, text, tc.want, tc.notWant)
+		}
 	}
 }

@@ -69,6 +69,10 @@ var rules = []rule{
 	{cat: RateLimited, adv: advOwnQuota, match: func(t *text) bool { return t.has("has sent its") && t.has("this hour") }},
 	{cat: Spam, adv: advOwnScanner, match: func(t *text) bool { return t.has("content scanner judged") }},
 	{cat: RateLimited, adv: advOwnScannerDefer, match: func(t *text) bool { return t.has("content scanner deferred") }},
+	{cat: BlockList, adv: advDirectIP, match: func(t *text) bool {
+		return t.has("not authorized to send email directly", "dynamic ip", "dynamic address", "residential ip",
+			"end-user ip", "policy block list", "dial-up", "dialup")
+	}},
 	{cat: BlockList, advise: adviseBlockList, match: func(t *text) bool { return t.has("which the block list") }},
 	{cat: UnknownMailbox, adv: advBadAddress, match: func(t *text) bool {
 		return t.has("recipient address is not valid", "invalid recipient address", "bad recipient address syntax")
@@ -104,6 +108,9 @@ var rules = []rule{
 	// Broken messages and commands.
 	{cat: Malformed, adv: advSmuggling, match: func(t *text) bool {
 		return t.has("bare cr", "bare lf", "bare <lf>", "bare <cr>", "smuggling", "nul byte", "null byte", "bare linefeed", "bare newline")
+	}},
+	{cat: Malformed, adv: advLongLine, match: func(t *text) bool {
+		return t.has("longer than 998", "line too long", "line is too long", "too long line", "line length") && !t.has("header field", "header line")
 	}},
 	{cat: Malformed, adv: advHeaders, match: func(t *text) bool {
 		return t.has("rfc 5322", "rfc5322", "rfc 2822", "rfc2822", "rfc 822", "not rfc", "from header", "from headers",
