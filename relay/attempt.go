@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,34 +18,41 @@ type outcome struct {
 	code  int    // SMTP code, or 0 for a connection/DNS problem (temporary)
 	reply string // the remote reply or our description
 	host  string
+	// suppressed: not sent, the recipient is on the suppression list (the
+	// reply is ours and is not remembered again).
+	suppressed bool
+	// expired: still deferred when max_age ran out; reply is the last one.
+	expired bool
 }
 
 func (o outcome) permanent() bool { return o.code >= 500 }
 func (o outcome) ok() bool        { return o.code >= 200 && o.code < 300 }
 
 // attempt tries every pending recipient of message id once. It returns
-// when to try again (zero: nothing left to do).
-func (r *Relay) attempt(ctx context.Context, id string) (time.Time, error) {
+// when to try again (zero: nothing left to do) and the attempts so far.
+func (r *Relay) attempt(ctx context.Context, id string) (time.Time, int, error) {
 	env, msg, err := r.spool.Read(id)
 	if errors.Is(err, spool.ErrCorrupt) {
 		// Cut short by a crash before its sync: never acknowledged, the
 		// client sent it again. Drop it.
 		r.log.Warn("relay: dropping incomplete spool file (never acknowledged)", "id", id)
 		r.spool.Remove(id)
-		return time.Time{}, nil
+		return time.Time{}, 0, nil
+	}
+	if errors.Is(err, spool.ErrNotFound) {
+		return time.Time{}, 0, nil // deleted (sluice queue delete)
 	}
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	st, err := r.spool.LoadState(id, env)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	if st.Held {
-		return time.Time{}, nil
+		return time.Time{}, 0, nil
 	}
 	now := r.now()
-	st.Attempts++
 
 	byDomain := map[string][]string{}
 	for _, rc := range st.Pending() {
@@ -58,7 +66,15 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, error) {
 	sort.Strings(domains)
 
 	var failed []outcome
+	tried := 0
 	for _, d := range domains {
+		if ctx.Err() != nil {
+			break // shutting down: the rest waits for the next start
+		}
+		if tried == 0 {
+			st.Attempts++
+		}
+		tried++
 		rcpts := byDomain[d]
 		var outs []outcome
 		if sup := r.suppressedOutcomes(env, rcpts); len(sup) > 0 {
@@ -82,7 +98,7 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, error) {
 			case o.permanent():
 				rs.Status = spool.RcptFailed
 				failed = append(failed, o)
-				if r.suppress != nil && isUnknownMailbox(o.reply) {
+				if r.suppress != nil && !o.suppressed && env.From != "" && isUnknownMailbox(o.reply) {
 					r.suppress.Add(senderDomain(env.From), o.rcpt, o.reply)
 				}
 			}
@@ -98,14 +114,28 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, error) {
 		}
 	}
 
+	if tried == 0 {
+		return time.Time{}, 0, nil // shut down before it began: nothing changed
+	}
+	// Shutdown cut the attempt short (domains not tried, or connections
+	// cancelled): keep what is known and try again as soon as Sluice runs
+	// again; failures already final still get their DSN.
+	interrupted := ctx.Err() != nil
 	pending := st.Pending()
-	expired := len(pending) > 0 && now.Sub(env.Received) >= r.cfg.MaxAge
+	expired := !interrupted && len(pending) > 0 && now.Sub(env.Received) >= r.cfg.MaxAge
 	if expired {
 		for _, rc := range pending {
 			rs := st.Rcpt(rc)
 			rs.Status = spool.RcptFailed
-			reply := fmt.Sprintf("gave up after %s of retries; last reply: %s", r.cfg.MaxAge, rs.LastReply)
-			failed = append(failed, outcome{rcpt: rc, code: 0, reply: reply, host: rs.LastHost})
+			o := outcome{rcpt: rc, code: replyCode(rs.LastReply), reply: rs.LastReply, host: rs.LastHost, expired: true}
+			failed = append(failed, o)
+			summary := r.gaveUp(o.reply)
+			category, _, _ := r.explain(summary)
+			r.log.Info("delivery", "id", id, "rcpt", rc, "result", "failed", "host", o.host, "attempt", st.Attempts,
+				"category", category, "reply", summary)
+			if r.OnResult != nil {
+				r.OnResult(id, rc, spool.RcptFailed, category, r.now().Sub(env.Received))
+			}
 		}
 		pending = nil
 	}
@@ -115,13 +145,17 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, error) {
 		}
 	}
 	if len(pending) == 0 {
-		return time.Time{}, r.spool.Remove(id)
+		return time.Time{}, 0, r.spool.Remove(id)
+	}
+	if interrupted {
+		st.NextTry = now
+		return time.Time{}, 0, r.saveState(id, env, st)
 	}
 	if r.cfg.WarnAfter > 0 && !st.Warned && env.From != "" && now.Sub(env.Received) >= r.cfg.WarnAfter {
 		var delayed []outcome
 		for _, rc := range pending {
 			rs := st.Rcpt(rc)
-			delayed = append(delayed, outcome{rcpt: rc, reply: rs.LastReply, host: rs.LastHost})
+			delayed = append(delayed, outcome{rcpt: rc, code: replyCode(rs.LastReply), reply: rs.LastReply, host: rs.LastHost})
 		}
 		if err := r.bounce(env, msg, delayed, true); err == nil {
 			st.Warned = true
@@ -131,10 +165,42 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, error) {
 	if deadline := env.Received.Add(r.cfg.MaxAge); st.NextTry.After(deadline) {
 		st.NextTry = deadline
 	}
-	if err := r.spool.SaveState(id, st); err != nil {
-		return st.NextTry, err
+	if err := r.saveState(id, env, st); err != nil {
+		return st.NextTry, st.Attempts, err
 	}
-	return st.NextTry, nil
+	return st.NextTry, st.Attempts, nil
+}
+
+// saveState writes st, keeping a hold that `sluice queue hold` put on the
+// message while this attempt ran (it writes the state file directly).
+func (r *Relay) saveState(id string, env *spool.Envelope, st *spool.State) error {
+	if cur, err := r.spool.LoadState(id, env); err == nil && cur.Held && !st.Held {
+		st.Held, st.HeldWhy = true, cur.HeldWhy
+	}
+	err := r.spool.SaveState(id, st)
+	if errors.Is(err, spool.ErrNotFound) {
+		return nil // deleted while in flight
+	}
+	return err
+}
+
+// gaveUp is the summary of an expired recipient, in the form the
+// explainer (relay/explain) recognises.
+func (r *Relay) gaveUp(lastReply string) string {
+	return fmt.Sprintf("gave up after %s of retries; last reply: %s", r.cfg.MaxAge, lastReply)
+}
+
+// replyCode is the SMTP code a reply line starts with (0: none, as for
+// "connection problem: ...").
+func replyCode(reply string) int {
+	if len(reply) < 3 || (len(reply) > 3 && reply[3] != ' ' && reply[3] != '-') {
+		return 0
+	}
+	n, err := strconv.Atoi(reply[:3])
+	if err != nil || n < 200 || n > 599 {
+		return 0
+	}
+	return n
 }
 
 func remaining(rcpts []string, done []outcome) []string {
@@ -156,9 +222,12 @@ func senderDomain(from string) string {
 }
 
 // isUnknownMailbox recognises a hard bounce for a mailbox that does not
-// exist (RFC 3463 5.1.1), which is worth remembering.
+// exist by its enhanced code (RFC 3463 5.1.1; 5.1.10, RFC 7505), which is
+// worth remembering. The code is the one after the reply code, not any
+// "5.1.1" in the text (an address such as 85.1.1.4 is not one).
 func isUnknownMailbox(reply string) bool {
-	return strings.Contains(reply, "5.1.1") || strings.Contains(reply, "5.1.10")
+	c := enhancedCode(reply)
+	return strings.HasPrefix(reply, "5") && (c == "5.1.1" || c == "5.1.10")
 }
 
 func (r *Relay) suppressedOutcomes(env *spool.Envelope, rcpts []string) []outcome {
@@ -168,7 +237,7 @@ func (r *Relay) suppressedOutcomes(env *spool.Envelope, rcpts []string) []outcom
 	var out []outcome
 	for _, rc := range rcpts {
 		if e, ok := r.suppress.Lookup(senderDomain(env.From), rc); ok {
-			out = append(out, outcome{rcpt: rc, code: 550, host: "suppression list",
+			out = append(out, outcome{rcpt: rc, code: 550, host: "suppression list", suppressed: true,
 				reply: fmt.Sprintf("550 5.1.1 not sent: %s bounced as unknown on %s (%s); Sluice suppresses it until %s",
 					rc, e.Since.UTC().Format("2006-01-02"), e.Reply, e.Until.UTC().Format("2006-01-02"))})
 		}

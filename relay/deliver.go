@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,9 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"sluice/relay/spool"
@@ -26,7 +23,12 @@ type target struct {
 	policy   *Policy
 }
 
-// deliverDomain runs one SMTP transaction for the recipients of one domain.
+// enforced reports an MTA-STS policy in enforce mode: verified TLS to a
+// listed MX, never clear text (RFC 8461 5).
+func (t target) enforced() bool { return t.policy != nil && t.policy.Mode == "enforce" }
+
+// deliverDomain runs one SMTP transaction for the recipients of one domain
+// (more only when the server limits recipients per transaction).
 func (r *Relay) deliverDomain(ctx context.Context, domain string, env *spool.Envelope, rcpts []string, msg []byte) []outcome {
 	all := func(code int, reply, host string) []outcome {
 		out := make([]outcome, len(rcpts))
@@ -59,6 +61,7 @@ func (r *Relay) deliverDomain(ctx context.Context, domain string, env *spool.Env
 			last = outs
 			continue
 		}
+		r.sendRest(ctx, t, env, outs, msg)
 		return outs
 	}
 	if last == nil {
@@ -67,9 +70,67 @@ func (r *Relay) deliverDomain(ctx context.Context, domain string, env *spool.Env
 	return last
 }
 
+// sendRest sends the recipients a server refused as too many for one
+// transaction in further transactions at once, as long as each one
+// delivers to some of them (RFC 5321 4.5.3.1.10), and updates outs.
+func (r *Relay) sendRest(ctx context.Context, t target, env *spool.Envelope, outs []outcome, msg []byte) {
+	round := outs
+	for {
+		progress := false
+		var rest []string
+		for _, o := range round {
+			progress = progress || o.ok()
+			if tooManyRecipients(o) {
+				rest = append(rest, o.rcpt)
+			}
+		}
+		if !progress || len(rest) == 0 {
+			return
+		}
+		var tried bool
+		round, tried = r.tryTarget(ctx, t, env, rest, msg)
+		if !tried {
+			return
+		}
+		for _, o := range round {
+			for i := range outs {
+				if outs[i].rcpt == o.rcpt {
+					outs[i] = o
+				}
+			}
+		}
+	}
+}
+
+// tooManyRecipients recognises the reply to a RCPT beyond the server's
+// limit per transaction (452, RFC 5321 4.5.3.1.10; 4.5.3, RFC 3463).
+func tooManyRecipients(o outcome) bool {
+	return o.code == 452 && (enhancedCode(o.reply) == "4.5.3" || strings.Contains(strings.ToLower(o.reply), "too many recipients"))
+}
+
+// enhancedCode returns the RFC 3463 code that follows the reply code in a
+// reply line ("550 5.1.1 ..."), or "".
+func enhancedCode(reply string) string {
+	f := strings.Fields(reply)
+	if len(f) < 2 || len(f[0]) != 3 {
+		return ""
+	}
+	parts := strings.Split(f[1], ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || (parts[0] != "2" && parts[0] != "4" && parts[0] != "5") {
+		return ""
+	}
+	for _, p := range parts[1:] {
+		if len(p) == 0 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return ""
+		}
+	}
+	return f[1]
+}
+
 // targets lists the servers for domain: the smarthost, or its MX hosts by
 // preference (equal preferences shuffled), or its address records when it
 // has no MX (RFC 5321 5.1). A null MX (RFC 7505) is a permanent failure.
+// Under an enforced MTA-STS policy only the hosts it lists remain.
 func (r *Relay) targets(ctx context.Context, domain string) ([]target, bool, error) {
 	if r.cfg.Mode == "smarthost" {
 		host, portStr, err := net.SplitHostPort(r.cfg.Smarthost)
@@ -85,35 +146,55 @@ func (r *Relay) targets(ctx context.Context, domain string) ([]target, bool, err
 		if err != nil {
 			r.log.Warn("mta-sts: policy not available", "domain", domain, "err", err)
 		}
-		policy = p
-	}
-	mxs, err := r.dns.LookupMX(ctx, domain)
-	if err != nil {
-		var de *net.DNSError
-		if errors.As(err, &de) && de.IsNotFound {
-			if _, aerr := r.dns.LookupIPAddr(ctx, domain); aerr != nil {
-				if errors.As(aerr, &de) && de.IsNotFound {
-					return nil, true, fmt.Errorf("550 5.1.2 the domain %s has no mail server (no MX or address record)", domain)
-				}
-				return nil, false, fmt.Errorf("DNS lookup for %s failed: %v", domain, aerr)
-			}
-			return []target{{host: domain, port: r.cfg.MXPort, policy: policy}}, false, nil
+		if p != nil && p.Mode != "none" {
+			policy = p
 		}
+	}
+	// allowed applies the policy to one host: enforce drops an unlisted
+	// one, testing only reports it (RFC 8461 4.1, 5).
+	allowed := func(host string) bool {
+		if policy == nil || policy.Matches(host) {
+			return true
+		}
+		if policy.Mode == "testing" {
+			r.log.Warn("mta-sts testing: MX not in the policy; an enforced policy would skip it", "domain", domain, "mx", host)
+			return true
+		}
+		r.log.Warn("mta-sts: MX not in the enforced policy; skipped", "domain", domain, "mx", host)
+		return false
+	}
+	var hosts []string
+	mxs, err := r.dns.LookupMX(ctx, domain)
+	switch {
+	case err == nil:
+		rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
+		sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
+		for _, mx := range mxs {
+			// "." is the null MX; RFC 7505 3 forbids other MX records
+			// beside it, so if there are any, they are what is left.
+			if h := strings.TrimSuffix(mx.Host, "."); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+		if len(hosts) == 0 {
+			return nil, true, fmt.Errorf("556 5.1.10 the domain %s does not accept mail (null MX, RFC 7505)", domain)
+		}
+	case isNotFound(err):
+		if _, aerr := r.dns.LookupIPAddr(ctx, domain); aerr != nil {
+			if isNotFound(aerr) {
+				return nil, true, fmt.Errorf("550 5.1.2 the domain %s has no mail server (no MX or address record)", domain)
+			}
+			return nil, false, fmt.Errorf("DNS lookup for %s failed: %v", domain, aerr)
+		}
+		hosts = []string{domain} // the implicit MX
+	default:
 		return nil, false, fmt.Errorf("MX lookup for %s failed: %v", domain, err)
 	}
-	if len(mxs) == 1 && (mxs[0].Host == "." || mxs[0].Host == "") {
-		return nil, true, fmt.Errorf("556 5.1.10 the domain %s does not accept mail (null MX, RFC 7505)", domain)
-	}
-	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
-	sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
 	var out []target
-	for _, mx := range mxs {
-		host := strings.TrimSuffix(mx.Host, ".")
-		if policy != nil && policy.Mode == "enforce" && !policy.Matches(host) {
-			r.log.Warn("mta-sts: MX not in the enforced policy; skipped", "domain", domain, "mx", host)
-			continue
+	for _, h := range hosts {
+		if allowed(h) {
+			out = append(out, target{host: h, port: r.cfg.MXPort, policy: policy})
 		}
-		out = append(out, target{host: host, port: r.cfg.MXPort, policy: policy})
 	}
 	if len(out) == 0 {
 		return nil, false, fmt.Errorf("no MX host of %s is allowed by its MTA-STS policy (enforce)", domain)
@@ -132,22 +213,35 @@ func (r *Relay) tryTarget(ctx context.Context, t target, env *spool.Envelope, rc
 		}
 		return out
 	}
-	c, key, err := r.connect(ctx, t)
-	if err != nil {
-		return fail(0, err.Error()), false
+	fresh := false
+	for {
+		c, key, reused, err := r.connect(ctx, t, fresh)
+		if err != nil {
+			return fail(0, err.Error()), false
+		}
+		outs, reusable, stale := r.transaction(c, t, env, rcpts, msg)
+		if stale && reused {
+			// The server closed the idle session (a 421 timeout or plain
+			// EOF) before our MAIL: nothing was sent, so open a new one
+			// instead of deferring the message.
+			c.Close()
+			r.log.Debug("relay: pooled connection was closed by the server; redialling", "mx", t.host)
+			fresh = true
+			continue
+		}
+		if reusable {
+			r.pool.put(key, c)
+		} else {
+			c.Close()
+		}
+		return outs, true
 	}
-	outs, reusable := r.transaction(c, t, env, rcpts, msg)
-	if reusable {
-		r.pool.put(key, c)
-	} else {
-		c.Close()
-	}
-	return outs, true
 }
 
-// transaction runs MAIL, RCPT for each recipient, and DATA.
-func (r *Relay) transaction(c *smtp.Client, t target, env *spool.Envelope, rcpts []string, msg []byte) ([]outcome, bool) {
-	res := make([]outcome, len(rcpts))
+// transaction runs MAIL, RCPT for each recipient, and DATA. stale reports
+// that MAIL got no reply or a 421: the session was over before it began.
+func (r *Relay) transaction(c *conn, t target, env *spool.Envelope, rcpts []string, msg []byte) (res []outcome, reusable, stale bool) {
+	res = make([]outcome, len(rcpts))
 	setAll := func(code int, reply string) {
 		for i, rc := range rcpts {
 			if res[i].code == 0 || res[i].ok() {
@@ -156,19 +250,31 @@ func (r *Relay) transaction(c *smtp.Client, t target, env *spool.Envelope, rcpts
 		}
 	}
 	opts := &smtp.MailOptions{Size: int64(len(msg))}
+	if needsSMTPUTF8(env.From, rcpts) {
+		// RFC 6531 3.4: an address in UTF-8 needs a server that says
+		// SMTPUTF8; there is no downgrade, so without it the mail bounces.
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			setAll(553, "553 5.6.7 the receiving server "+t.host+" does not support SMTPUTF8, which the non-ASCII address needs")
+			return res, true, false
+		}
+		opts.UTF8 = true
+	}
 	if err := c.Mail(env.From, opts); err != nil {
 		code, reply := replyOf(err)
 		setAll(code, reply)
-		return res, code != 0 && resetOK(c)
+		if code == 0 || code == 421 {
+			return res, false, true
+		}
+		return res, resetOK(c), false
 	}
 	accepted := 0
 	for i, rc := range rcpts {
 		if err := c.Rcpt(rc, nil); err != nil {
 			code, reply := replyOf(err)
 			res[i] = outcome{rcpt: rc, code: code, reply: reply, host: t.host}
-			if code == 0 {
-				setAll(0, reply)
-				return res, false
+			if code == 0 || code == 421 {
+				setAll(code, reply)
+				return res, false, false
 			}
 			continue
 		}
@@ -176,23 +282,23 @@ func (r *Relay) transaction(c *smtp.Client, t target, env *spool.Envelope, rcpts
 		accepted++
 	}
 	if accepted == 0 {
-		return res, resetOK(c)
+		return res, resetOK(c), false
 	}
 	w, err := c.Data()
 	if err != nil {
 		code, reply := replyOf(err)
 		setAll(code, reply)
-		return res, code != 0 && resetOK(c)
+		return res, code != 0 && code != 421 && resetOK(c), false
 	}
 	if _, err := w.Write(msg); err != nil {
 		setAll(0, "connection lost while sending the message: "+err.Error())
-		return res, false
+		return res, false, false
 	}
 	dr, err := w.CloseWithResponse()
 	if err != nil {
 		code, reply := replyOf(err)
 		setAll(code, reply)
-		return res, code != 0 && resetOK(c)
+		return res, code != 0 && code != 421 && resetOK(c), false
 	}
 	reply := "250 " + dr.StatusText
 	for i := range res {
@@ -200,10 +306,32 @@ func (r *Relay) transaction(c *smtp.Client, t target, env *spool.Envelope, rcpts
 			res[i].reply = reply
 		}
 	}
-	return res, true
+	return res, true, false
 }
 
-func resetOK(c *smtp.Client) bool { return c.Reset() == nil }
+func resetOK(c *conn) bool { return c.Reset() == nil }
+
+// needsSMTPUTF8 reports an envelope address that is not ASCII.
+func needsSMTPUTF8(from string, rcpts []string) bool {
+	if !isASCII(from) {
+		return true
+	}
+	for _, r := range rcpts {
+		if !isASCII(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
 
 // replyOf turns a client error into a code and a reply line; code 0 means
 // no SMTP reply (the connection failed).
@@ -217,145 +345,4 @@ func replyOf(err error) (int, string) {
 		return se.Code, fmt.Sprintf("%d %s%s", se.Code, enh, strings.ReplaceAll(se.Message, "\n", " "))
 	}
 	return 0, "connection problem: " + err.Error()
-}
-
-// connect returns a ready client for t (EHLO done, TLS and AUTH as policy
-// says), reused from the pool when one is idle.
-func (r *Relay) connect(ctx context.Context, t target) (*smtp.Client, string, error) {
-	ips, err := r.addrs(ctx, t.host)
-	if err != nil {
-		return nil, "", err
-	}
-	var lastErr error
-	for _, ip := range ips {
-		addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
-		key := t.host + "|" + addr
-		if c := r.pool.get(key); c != nil {
-			return c, key, nil
-		}
-		c, err := r.dial(ctx, t, ip, addr, true)
-		if err != nil && t.policy == nil && !t.implicit && r.cfg.Mode != "smarthost" && errors.Is(err, errTLSFailed) {
-			// Opportunistic TLS failed: deliver in clear rather than not
-			// at all (RFC 3207 allows it; MTA-STS enforce forbids it).
-			c, err = r.dial(ctx, t, ip, addr, false)
-		}
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		return c, key, nil
-	}
-	if lastErr == nil {
-		lastErr = fmt.Errorf("%s has no address", t.host)
-	}
-	return nil, "", lastErr
-}
-
-func (r *Relay) addrs(ctx context.Context, host string) ([]net.IP, error) {
-	if ip := net.ParseIP(host); ip != nil {
-		return []net.IP{ip}, nil
-	}
-	as, err := r.dns.LookupIPAddr(ctx, host)
-	if err != nil {
-		return nil, fmt.Errorf("address lookup for %s failed: %v", host, err)
-	}
-	ips := make([]net.IP, 0, len(as))
-	for _, a := range as {
-		ips = append(ips, a.IP)
-	}
-	return ips, nil
-}
-
-var errTLSFailed = errors.New("TLS negotiation failed")
-
-func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useTLS bool) (*smtp.Client, error) {
-	d := net.Dialer{Timeout: r.cfg.ConnectTimeout}
-	if local := r.localAddr(ip); local != nil {
-		d.LocalAddr = &net.TCPAddr{IP: local}
-	}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("cannot connect to %s (%s): %v", t.host, addr, err)
-	}
-	tlsCfg := r.tlsConfig(t)
-	helo := r.cfg.HELO
-	if helo == "" {
-		helo = r.cfg.Hostname
-	}
-	mustTLS := t.policy != nil && t.policy.Mode == "enforce" || r.cfg.Mode == "smarthost"
-	var c *smtp.Client
-	if t.implicit {
-		c = smtp.NewClient(tls.Client(conn, tlsCfg))
-	} else {
-		br, op, err := openSession(conn, helo, r.cfg.ConnectTimeout)
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("%s (%s) greeting: %v", t.host, addr, err)
-		}
-		switch {
-		case op.startTLS && useTLS:
-			tc, err := upgrade(conn, br, tlsCfg, r.cfg.ConnectTimeout)
-			if err != nil {
-				conn.Close()
-				return nil, fmt.Errorf("%w with %s: %v", errTLSFailed, t.host, err)
-			}
-			conn = &replayConn{Conn: tc, pending: []byte("220 " + op.greeting + "\r\n")}
-		case mustTLS:
-			conn.Close()
-			return nil, fmt.Errorf("%s does not offer STARTTLS, which its policy requires", t.host)
-		default:
-			conn = &replayConn{Conn: conn, pending: []byte("220 " + op.greeting + "\r\n"), br: br}
-		}
-		c = smtp.NewClient(conn)
-	}
-	c.CommandTimeout = r.cfg.CommandTimeout
-	c.SubmissionTimeout = r.cfg.CommandTimeout + 2*time.Minute
-	if err := c.Hello(helo); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%s (%s) EHLO: %v", t.host, addr, err)
-	}
-	if r.cfg.Mode == "smarthost" && r.cfg.SmarthostUsername != "" {
-		var a sasl.Client
-		if c.SupportsAuth(sasl.Plain) {
-			a = sasl.NewPlainClient("", r.cfg.SmarthostUsername, r.cfg.SmarthostPassword)
-		} else {
-			a = sasl.NewLoginClient(r.cfg.SmarthostUsername, r.cfg.SmarthostPassword)
-		}
-		if err := c.Auth(a); err != nil {
-			c.Close()
-			_, reply := replyOf(err)
-			return nil, fmt.Errorf("smarthost refused our login: %s", reply)
-		}
-	}
-	return c, nil
-}
-
-// tlsConfig verifies certificates only where a policy says so (MTA-STS
-// enforce, or the smarthost); elsewhere TLS is opportunistic (RFC 3207).
-func (r *Relay) tlsConfig(t target) *tls.Config {
-	cfg := &tls.Config{ServerName: t.host, MinVersion: tls.VersionTLS12}
-	switch {
-	case r.cfg.Mode == "smarthost":
-		cfg.InsecureSkipVerify = r.cfg.SmarthostInsecure
-	case t.policy != nil && t.policy.Mode == "enforce":
-		if r.sts != nil && r.sts.RootCAs != nil {
-			cfg.RootCAs = r.sts.RootCAs
-		}
-	default:
-		cfg.InsecureSkipVerify = true
-	}
-	return cfg
-}
-
-func (r *Relay) localAddr(remote net.IP) net.IP {
-	if remote.IsLoopback() {
-		return nil
-	}
-	v4 := remote.To4() != nil
-	for _, ip := range r.cfg.SourceIPs {
-		if (ip.To4() != nil) == v4 {
-			return ip
-		}
-	}
-	return nil
 }

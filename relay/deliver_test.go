@@ -391,7 +391,6 @@ func TestSuppressionFailsFast(t *testing.T) {
 // reason: the entry is not rewritten with Sluice's own "not sent" reply,
 // so later DSNs do not nest it, and the date it promises does not move.
 func TestSuppressionKeepsOriginalBounce(t *testing.T) {
-	knownBug(t, "attempt.go: a suppressed outcome (550 5.1.1 not sent ...) is fed back into Suppressions.Add, nesting the reply and extending Until on every send")
 	h := newHarness(t)
 	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
 	h.mx("remote.test", 10, "mx.remote.test")

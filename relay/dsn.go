@@ -48,12 +48,19 @@ func (r *Relay) bounce(env *spool.Envelope, msg []byte, outs []outcome, delayed 
 			host, env.ID, env.Received.UTC().Format(time.RFC1123Z))
 	}
 	for _, o := range outs {
-		category, meaning, todo := r.explain(o.reply)
+		explained := o.reply
+		if o.expired {
+			explained = r.gaveUp(o.reply)
+		}
+		category, meaning, todo := r.explain(explained)
 		fmt.Fprintf(&b, "<%s>\r\n", o.rcpt)
 		if o.host != "" {
 			fmt.Fprintf(&b, "    server:  %s\r\n", o.host)
 		}
 		fmt.Fprintf(&b, "    reply:   %s\r\n", wrapLine(o.reply))
+		if o.expired {
+			fmt.Fprintf(&b, "    result:  %s\r\n", wrapLine(fmt.Sprintf("gave up after %s of retries; the reply above is the last one", r.cfg.MaxAge)))
+		}
 		fmt.Fprintf(&b, "    kind:    %s\r\n", category)
 		if meaning != "" {
 			fmt.Fprintf(&b, "    meaning: %s\r\n", wrapLine(meaning))
@@ -69,7 +76,7 @@ func (r *Relay) bounce(env *spool.Envelope, msg []byte, outs []outcome, delayed 
 	fmt.Fprintf(&b, "Reporting-MTA: dns; %s\r\nX-Sluice-Queue-ID: %s\r\nArrival-Date: %s\r\n", host, env.ID, env.Received.UTC().Format(time.RFC1123Z))
 	for _, o := range outs {
 		fmt.Fprintf(&b, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n", o.rcpt, action, statusOf(o, delayed))
-		if o.host != "" && o.host != "suppression list" {
+		if o.host != "" && !o.suppressed {
 			fmt.Fprintf(&b, "Remote-MTA: dns; %s\r\n", o.host)
 		}
 		if o.code > 0 {
@@ -104,11 +111,14 @@ func (r *Relay) bounce(env *spool.Envelope, msg []byte, outs []outcome, delayed 
 // statusOf is the RFC 3463 status of an outcome: the remote enhanced code
 // when given, else derived from the reply code.
 func statusOf(o outcome, delayed bool) string {
-	if f := strings.Fields(o.reply); len(f) > 1 && strings.Count(f[1], ".") == 2 && len(f[1]) <= 9 && (f[1][0] == '4' || f[1][0] == '5') {
+	if o.expired {
+		return "4.4.7" // delivery time expired (RFC 3463 3.5)
+	}
+	if c := enhancedCode(o.reply); c != "" && c[0] != '2' {
 		if !delayed {
-			return "5" + f[1][1:]
+			return "5" + c[1:]
 		}
-		return f[1]
+		return c
 	}
 	switch {
 	case delayed:
@@ -116,7 +126,7 @@ func statusOf(o outcome, delayed bool) string {
 	case o.code >= 500:
 		return "5.0.0"
 	}
-	return "4.4.7" // expired: delivery time expired
+	return "4.0.0"
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

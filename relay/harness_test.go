@@ -9,26 +9,14 @@ package relay_test
 // and what is left in the queue.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
-	"mime"
-	"mime/multipart"
 	"net"
-	"net/mail"
-	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,89 +47,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// knownBug skips a test that demonstrates a bug reported to the lead, so
-// that the suite stays green until it is fixed. SLUICE_KNOWN_BUGS=1 runs
-// those tests (they fail until the fix lands; then remove the call).
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("SLUICE_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug, not fixed yet (set SLUICE_KNOWN_BUGS=1 to run): %s", what)
-	}
-}
-
-// ---------------------------------------------------------------------------
-// Certificates
-
-// selfSigned returns a certificate for hosts signed by itself: no client
-// can verify it.
-func selfSigned(t testing.TB, hosts ...string) tls.Certificate {
-	t.Helper()
-	cert, _ := issue(t, hosts, nil, nil, false)
-	return cert
-}
-
-// testCA is a certificate authority that tests pass as RootCAs.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	tc, key := issue(t, nil, nil, nil, true)
-	cert, err := x509.ParseCertificate(tc.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf returns a certificate for hosts signed by the CA.
-func (ca *testCA) leaf(t testing.TB, hosts ...string) tls.Certificate {
-	t.Helper()
-	cert, _ := issue(t, hosts, ca.cert, ca.key, false)
-	return cert
-}
-
-func issue(t testing.TB, hosts []string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool) (tls.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "sluice test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     hosts,
-	}
-	if len(hosts) > 0 {
-		tmpl.Subject.CommonName = hosts[0]
-	}
-	if isCA {
-		tmpl.Subject.CommonName = "Sluice Test CA"
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
-		tmpl.ExtKeyUsage = nil
-	}
-	signer, signKey := tmpl, key
-	if parent != nil {
-		signer, signKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, key
 }
 
 // ---------------------------------------------------------------------------
@@ -185,8 +90,9 @@ type receiver struct {
 	// message) until it is closed; stalled is closed when it starts.
 	stall   chan struct{}
 	stalled chan struct{}
-	// AUTH PLAIN required when user is set.
+	// AUTH PLAIN required when user is set; LOGIN instead with loginOnly.
 	user, pass string
+	loginOnly  bool
 	discard    bool // keep no message bytes (benchmarks)
 }
 
@@ -224,6 +130,11 @@ func withServer(f func(*smtp.Server)) receiverOpt {
 // withAuth requires AUTH PLAIN as user/pass before MAIL.
 func withAuth(user, pass string) receiverOpt {
 	return func(r *receiver, _ *smtp.Server) { r.user, r.pass = user, pass }
+}
+
+// withAuthLogin requires AUTH LOGIN (and offers no other mechanism).
+func withAuthLogin(user, pass string) receiverOpt {
+	return func(r *receiver, _ *smtp.Server) { r.user, r.pass, r.loginOnly = user, pass, true }
 }
 
 // listenShared listens on port 0 of the first address and the same port of
@@ -392,7 +303,7 @@ type session struct {
 	authUser string
 }
 
-func (s *session) Reset()        { s.cur = nil }
+func (s *session) Reset() { s.cur = nil }
 func (s *session) Logout() error {
 	s.r.mu.Lock()
 	s.r.logouts++
@@ -401,17 +312,17 @@ func (s *session) Logout() error {
 }
 
 func (s *session) AuthMechanisms() []string {
-	if s.r.user == "" {
+	switch {
+	case s.r.user == "":
 		return nil
+	case s.r.loginOnly:
+		return []string{sasl.Login}
 	}
 	return []string{sasl.Plain}
 }
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
-	if mech != sasl.Plain || s.r.user == "" {
-		return nil, smtp.ErrAuthUnknownMechanism
-	}
-	return sasl.NewPlainServer(func(identity, user, pass string) error {
+	check := func(identity, user, pass string) error {
 		s.r.mu.Lock()
 		defer s.r.mu.Unlock()
 		if user != s.r.user || pass != s.r.pass || (identity != "" && identity != user) {
@@ -421,7 +332,41 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		s.authUser = user
 		s.r.auths = append(s.r.auths, user)
 		return nil
-	}), nil
+	}
+	switch {
+	case s.r.user == "":
+	case mech == sasl.Plain && !s.r.loginOnly:
+		return sasl.NewPlainServer(check), nil
+	case mech == sasl.Login && s.r.loginOnly:
+		return &loginServer{check: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// loginServer is the server side of AUTH LOGIN (go-sasl has only the
+// client): "Username:" and "Password:" challenges, one answer each.
+type loginServer struct {
+	check func(identity, user, pass string) error
+	user  string
+	step  int
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	l.step++
+	switch l.step {
+	case 1:
+		if len(resp) > 0 { // initial response: the username
+			l.user, l.step = string(resp), 2
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 2:
+		l.user = string(resp)
+		return []byte("Password:"), false, nil
+	case 3:
+		return nil, true, l.check("", l.user, string(resp))
+	}
+	return nil, false, errors.New("unexpected AUTH LOGIN response")
 }
 
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
@@ -505,10 +450,13 @@ type harness struct {
 	port  int // the one port of every receiver (Config.MXPort)
 	rx    map[string]*receiver
 
-	sts *relay.MTASTS
-	sup *relay.Suppressions
+	sts     *relay.MTASTS
+	sup     *relay.Suppressions
+	explain relay.Explainer // nil: every reply is "unknown"
 
 	relay   *relay.Relay
+	stop    func() // stops the relay and waits for Run to return
+	cancel  func() // ends Run's context without waiting
 	logs    *logRecorder
 	results *resultLog
 }
@@ -575,23 +523,29 @@ func (h *harness) start(edit func(*relay.Config)) *relay.Relay {
 		edit(&cfg)
 	}
 	logger := slog.New(h.logs)
-	h.relay = relay.New(cfg, h.spool, h.res, h.sts, h.sup, nil, logger)
+	h.relay = relay.New(cfg, h.spool, h.res, h.sts, h.sup, h.explain, logger)
 	h.relay.OnResult = h.results.add
 	h.spool.OnEnqueue = h.relay.Enqueued
 	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		h.relay.Run(ctx)
 	}()
-	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(waitTimeout):
-			h.t.Errorf("relay.Run did not return within %v of its context's end", waitTimeout)
-		}
-	})
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(waitTimeout):
+				h.t.Errorf("relay.Run did not return within %v of its context's end", waitTimeout)
+			}
+			h.spool.OnEnqueue = nil
+		})
+	}
+	h.t.Cleanup(h.stop)
 	return h.relay
 }
 
@@ -629,15 +583,26 @@ func (h *harness) queued() []string {
 
 // waitEmpty waits until the queue is empty (every message delivered,
 // bounced or dropped, and every DSN delivered too), and checks that no
-// state file is left behind.
+// state file is left behind (Remove deletes the message, then its state:
+// the directory gets a moment to follow).
 func (h *harness) waitEmpty() {
 	h.t.Helper()
 	eventually(h.t, "an empty queue", func() bool { return len(h.queued()) == 0 })
-	entries, err := os.ReadDir(filepath.Join(h.dir, "spool", "queue"))
-	if err != nil {
-		h.t.Fatal(err)
+	dir := filepath.Join(h.dir, "spool", "queue")
+	var left []os.DirEntry
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		var err error
+		left, err = os.ReadDir(dir)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	for _, e := range entries {
+	for _, e := range left {
 		h.t.Errorf("left in the queue directory: %s", e.Name())
 	}
 }
@@ -712,8 +677,8 @@ type logRecord struct {
 }
 
 func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler      { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler           { return l }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
 func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	rec := logRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
 	r.Attrs(func(a slog.Attr) bool {
@@ -758,141 +723,4 @@ func (l *logRecorder) String() string {
 		b.WriteByte('\n')
 	}
 	return b.String()
-}
-
-// ---------------------------------------------------------------------------
-// Delivery status notifications
-
-// dsnReport is a parsed RFC 3464 report.
-type dsnReport struct {
-	header     mail.Header
-	human      string                 // the text/plain part
-	perMessage textproto.MIMEHeader   // first block of message/delivery-status
-	recipients []textproto.MIMEHeader // its per-recipient blocks
-	original   textproto.MIMEHeader   // the text/rfc822-headers part
-}
-
-// parseDSN parses a bounce as a mail client would, failing the test on any
-// deviation from the multipart/report structure.
-func parseDSN(t testing.TB, data []byte) *dsnReport {
-	t.Helper()
-	msg, err := mail.ReadMessage(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("DSN is not a mail message: %v\n%s", err, data)
-	}
-	rep := &dsnReport{header: msg.Header}
-	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/report" || params["report-type"] != "delivery-status" || params["boundary"] == "" {
-		t.Fatalf("DSN Content-Type %q (%v), want multipart/report; report-type=delivery-status; boundary=...", msg.Header.Get("Content-Type"), err)
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	var types []string
-	for {
-		p, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("DSN multipart: %v\n%s", err, data)
-		}
-		body, err := io.ReadAll(p)
-		if err != nil {
-			t.Fatalf("DSN part: %v", err)
-		}
-		pt, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
-		types = append(types, pt)
-		switch pt {
-		case "text/plain":
-			rep.human = string(body)
-		case "message/delivery-status":
-			blocks := strings.Split(strings.TrimSpace(strings.ReplaceAll(string(body), "\r\n", "\n")), "\n\n")
-			for i, b := range blocks {
-				h, err := textproto.NewReader(bufio.NewReader(strings.NewReader(strings.ReplaceAll(b, "\n", "\r\n") + "\r\n\r\n"))).ReadMIMEHeader()
-				if err != nil {
-					t.Fatalf("delivery-status block %d: %v\n%s", i, err, b)
-				}
-				if i == 0 {
-					rep.perMessage = h
-				} else {
-					rep.recipients = append(rep.recipients, h)
-				}
-			}
-		case "text/rfc822-headers":
-			h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(body, "\r\n\r\n"...)))).ReadMIMEHeader()
-			if err != nil {
-				t.Fatalf("text/rfc822-headers: %v\n%s", err, body)
-			}
-			rep.original = h
-		}
-	}
-	if strings.Join(types, ",") != "text/plain,message/delivery-status,text/rfc822-headers" {
-		t.Fatalf("DSN parts %v, want text/plain, message/delivery-status, text/rfc822-headers", types)
-	}
-	return rep
-}
-
-// recipient returns the per-recipient block of rcpt (nil if absent).
-func (d *dsnReport) recipient(rcpt string) textproto.MIMEHeader {
-	for _, r := range d.recipients {
-		if strings.EqualFold(r.Get("Final-Recipient"), "rfc822; "+rcpt) {
-			return r
-		}
-	}
-	return nil
-}
-
-func (d *dsnReport) finalRecipients() []string {
-	var out []string
-	for _, r := range d.recipients {
-		out = append(out, strings.TrimPrefix(r.Get("Final-Recipient"), "rfc822; "))
-	}
-	return out
-}
-
-// words normalises white space, so that text wrapped over lines compares.
-func words(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// checkFailed asserts the per-recipient fields of a failure for rcpt and
-// that the human part names it with the reply.
-func (d *dsnReport) checkFailed(t testing.TB, rcpt, status, replyContains string) {
-	t.Helper()
-	r := d.recipient(rcpt)
-	if r == nil {
-		t.Errorf("DSN has no Final-Recipient for %s (has %v)", rcpt, d.finalRecipients())
-		return
-	}
-	if got := r.Get("Action"); got != "failed" {
-		t.Errorf("DSN %s: Action %q, want failed", rcpt, got)
-	}
-	if got := r.Get("Status"); got != status {
-		t.Errorf("DSN %s: Status %q, want %s", rcpt, got, status)
-	}
-	if got := r.Get("Diagnostic-Code"); !strings.HasPrefix(got, "smtp; ") || !strings.Contains(got, replyContains) {
-		t.Errorf("DSN %s: Diagnostic-Code %q, want \"smtp; ...%s...\"", rcpt, got, replyContains)
-	}
-	if !strings.Contains(d.human, "<"+rcpt+">") || !strings.Contains(words(d.human), replyContains) {
-		t.Errorf("DSN text part does not name <%s> with the reply %q:\n%s", rcpt, replyContains, d.human)
-	}
-}
-
-// dsnsFor returns the bounces a receiver got for sender: null reverse
-// path, the sender as the only recipient.
-func dsnsFor(r *receiver, sender string) []txn {
-	var out []txn
-	for _, x := range r.delivered() {
-		if x.From == "" && len(x.Rcpts) == 1 && strings.EqualFold(x.Rcpts[0], sender) {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// subjectOf returns the Subject of a delivered message.
-func subjectOf(t testing.TB, data []byte) string {
-	t.Helper()
-	m, err := mail.ReadMessage(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("delivered message does not parse: %v\n%s", err, data)
-	}
-	return m.Header.Get("Subject")
 }

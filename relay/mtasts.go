@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -123,8 +124,8 @@ func (m *MTASTS) Get(ctx context.Context, domain string) (*Policy, error) {
 }
 
 func isNotFound(err error) bool {
-	de, ok := err.(*net.DNSError)
-	return ok && de.IsNotFound
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
 }
 
 func (m *MTASTS) fetch(ctx context.Context, domain string) (*Policy, error) {

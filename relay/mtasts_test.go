@@ -196,7 +196,6 @@ func TestMTASTSTestingAndNoPolicyAreOpportunistic(t *testing.T) {
 // MTA-STS validation failure", so a failed handshake falls back to clear
 // text exactly as without a policy.
 func TestMTASTSTestingModeFallsBackLikeNoPolicy(t *testing.T) {
-	knownBug(t, "deliver.go connect(): the clear-text fallback requires t.policy == nil, so a testing-mode policy defers mail that no policy would deliver")
 	h := newHarness(t)
 	ca := newTestCA(t)
 	ps := startPolicyServer(t, ca, map[string]string{"testing.test": stsPolicy("testing", "mx.broken.test")})
@@ -217,15 +216,62 @@ func TestMTASTSTestingModeFallsBackLikeNoPolicy(t *testing.T) {
 	}
 }
 
-// A connection opened for a domain without a policy (here in clear text
-// after a failed handshake) must not be reused for a domain whose enforced
-// policy names the same MX host: the pool would bypass MTA-STS.
+// A connection opened for a domain without a policy (in clear text after
+// a failed handshake, or over TLS with a certificate nobody verified) must
+// not be reused for a domain whose enforced policy names the same MX host:
+// the pool would bypass MTA-STS.
 func TestMTASTSEnforceNotBypassedByPooledConnection(t *testing.T) {
-	knownBug(t, "deliver.go connect()/pool.go: the pool key is host|addr only, so a connection made without policy (clear text or unverified TLS) is reused for an enforce-policy domain")
+	for _, tc := range []struct {
+		name    string
+		tls     func(t *testing.T) receiverOpt
+		wantTLS bool // how the no-policy message travels
+	}{
+		{"clear text", func(t *testing.T) receiverOpt { return withTLSConfig(brokenTLS(t, "mx.shared.test")) }, false},
+		{"unverified TLS", func(t *testing.T) receiverOpt { return withTLS(selfSigned(t, "mx.shared.test")) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			ca := newTestCA(t)
+			ps := startPolicyServer(t, ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.shared.test")})
+			h.receivers(rx("mx.shared.test", "127.0.0.2", tc.tls(t)))
+			h.mx("plain.test", 10, "mx.shared.test")
+			h.mx("enforce.test", 10, "mx.shared.test")
+			h.publishSTS("enforce.test")
+			h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
+			mx := h.rx["mx.shared.test"]
+			h.start(nil)
+
+			h.send("alice@sender.test", []string{"p@plain.test"}, "no policy first")
+			h.waitEmpty()
+			if got := mx.deliveredTo("p@plain.test"); len(got) != 1 || got[0].TLS != tc.wantTLS {
+				t.Fatalf("setup: want the no-policy message delivered (TLS=%v), got %+v", tc.wantTLS, summary(got))
+			}
+
+			id := h.send("alice@sender.test", []string{"e@enforce.test"}, "enforced second")
+			eventually(t, "delivery or two deferrals", func() bool {
+				o := h.results.of(id, "e@enforce.test")
+				return slices.Contains(o, "delivered") || len(o) >= 2
+			})
+			for _, x := range mx.transactions() {
+				if slices.Contains(x.Tried, "e@enforce.test") {
+					t.Errorf("the enforce-policy recipient reached the MX (TLS=%v, delivered=%v): MTA-STS bypassed by a pooled connection", x.TLS, x.Accepted)
+				}
+			}
+			if ps.fetches("enforce.test") == 0 {
+				t.Errorf("the policy was never fetched")
+			}
+		})
+	}
+}
+
+// A connection whose certificate verified for the MX name (checked even
+// though no policy required it) does satisfy an enforced policy naming
+// that MX, so both messages share it.
+func TestMTASTSVerifiedConnectionIsReusedForEnforce(t *testing.T) {
 	h := newHarness(t)
 	ca := newTestCA(t)
 	ps := startPolicyServer(t, ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.shared.test")})
-	h.receivers(rx("mx.shared.test", "127.0.0.2", withTLSConfig(brokenTLS(t, "mx.shared.test"))))
+	h.receivers(rx("mx.shared.test", "127.0.0.2", withTLS(ca.leaf(t, "mx.shared.test"))))
 	h.mx("plain.test", 10, "mx.shared.test")
 	h.mx("enforce.test", 10, "mx.shared.test")
 	h.publishSTS("enforce.test")
@@ -235,19 +281,81 @@ func TestMTASTSEnforceNotBypassedByPooledConnection(t *testing.T) {
 
 	h.send("alice@sender.test", []string{"p@plain.test"}, "no policy first")
 	h.waitEmpty()
-	if got := mx.deliveredTo("p@plain.test"); len(got) != 1 || got[0].TLS {
-		t.Fatalf("setup: want the no-policy message delivered in clear, got %+v", summary(got))
-	}
-
-	id := h.send("alice@sender.test", []string{"e@enforce.test"}, "enforced second")
-	eventually(t, "delivery or two deferrals", func() bool {
-		o := h.results.of(id, "e@enforce.test")
-		return slices.Contains(o, "delivered") || len(o) >= 2
-	})
-	for _, x := range mx.transactions() {
-		if slices.Contains(x.Tried, "e@enforce.test") {
-			t.Errorf("the enforce-policy recipient reached the MX (TLS=%v, delivered=%v): MTA-STS bypassed by a pooled connection", x.TLS, x.Accepted)
+	h.send("alice@sender.test", []string{"e@enforce.test"}, "enforced second")
+	h.waitEmpty()
+	for _, rc := range []string{"p@plain.test", "e@enforce.test"} {
+		if got := mx.deliveredTo(rc); len(got) != 1 || !got[0].TLS {
+			t.Errorf("%s: MX got %+v, want one message over TLS", rc, summary(got))
 		}
 	}
+	if accepts, _, _ := mx.counts(); accepts != 1 {
+		t.Errorf("%d connections, want 1: the verified session should carry both", accepts)
+	}
 	_ = ps
+}
+
+// Testing mode reports what an enforced policy would have refused (an MX
+// the policy does not list, a certificate that does not verify) in the
+// log, and delivers anyway.
+func TestMTASTSTestingModeReportsFailures(t *testing.T) {
+	h := newHarness(t)
+	ca := newTestCA(t)
+	ps := startPolicyServer(t, ca, map[string]string{"testing.test": stsPolicy("testing", "mx.listed.test")})
+	h.receivers(rx("mx.unlisted.test", "127.0.0.2", withTLS(selfSigned(t, "mx.unlisted.test"))))
+	h.mx("testing.test", 10, "mx.unlisted.test")
+	h.publishSTS("testing.test")
+	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
+	h.start(nil)
+
+	h.send("alice@sender.test", []string{"t@testing.test"}, "testing mode report")
+	h.waitEmpty()
+	if got := h.rx["mx.unlisted.test"].deliveredTo("t@testing.test"); len(got) != 1 || !got[0].TLS {
+		t.Errorf("MX got %+v, want the message over (unverified) TLS", summary(got))
+	}
+	if recs := h.logs.find("mta-sts testing: MX not in the policy; an enforced policy would skip it", map[string]string{"domain": "testing.test", "mx": "mx.unlisted.test"}); len(recs) == 0 {
+		t.Errorf("no log line reports the MX missing from the testing policy")
+	}
+	if recs := h.logs.find("mta-sts testing: certificate not valid for the MX; an enforced policy would defer this mail", map[string]string{"mx": "mx.unlisted.test"}); len(recs) == 0 {
+		t.Errorf("no log line reports the certificate failure under the testing policy")
+	}
+	_ = ps
+}
+
+// A domain without MX records is delivered to its address records (the
+// implicit MX, RFC 5321 5.1); an enforced policy applies to that host too:
+// not listed, nothing is sent; listed with a valid certificate, delivered.
+func TestMTASTSEnforceAppliesToImplicitMX(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listed string
+		want   string
+	}{
+		{"not listed", "mx.elsewhere.test", "deferred"},
+		{"listed", "aonly.test", "delivered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			ca := newTestCA(t)
+			ps := startPolicyServer(t, ca, map[string]string{"aonly.test": stsPolicy("enforce", tc.listed)})
+			h.receivers(rx("aonly.test", "127.0.0.6", withTLS(ca.leaf(t, "aonly.test"))))
+			h.publishSTS("aonly.test")
+			h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
+			h.start(nil)
+
+			id := h.send("alice@sender.test", []string{"a@aonly.test"}, "implicit mx")
+			eventually(t, "an outcome", func() bool { return len(h.results.of(id, "a@aonly.test")) > 0 })
+			if o := h.results.of(id, "a@aonly.test"); o[0] != tc.want {
+				t.Errorf("outcomes %v, want %s first", o, tc.want)
+			}
+			_, mails, _ := h.rx["aonly.test"].counts()
+			if tc.want == "deferred" && mails != 0 {
+				t.Errorf("the host not listed in the enforced policy saw %d MAIL commands", mails)
+			}
+			if tc.want == "delivered" {
+				if got := h.rx["aonly.test"].delivered(); len(got) != 1 || !got[0].TLS {
+					t.Errorf("host got %+v, want one message over TLS", summary(got))
+				}
+			}
+		})
+	}
 }

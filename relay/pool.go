@@ -1,55 +1,57 @@
 package relay
 
 import (
+	"context"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
-// connPool keeps connections that finished a transaction for reuse by the
-// next message to the same server, for a short idle time.
+// connPool keeps sessions that finished a transaction for reuse by the
+// next message to the same server, for a short idle time. A session is
+// handed out only to a message whose policy it satisfies: one opened in
+// clear or with an unverified certificate never carries mail for a domain
+// with an enforced MTA-STS policy.
 type connPool struct {
 	idle time.Duration
 
 	mu    sync.Mutex
-	conns map[string][]pooled
+	conns map[string][]pooled // host|addr -> idle sessions, newest last
 }
 
 type pooled struct {
-	c     *smtp.Client
+	c     *conn
 	since time.Time
 }
 
 func newConnPool(idle time.Duration) *connPool {
-	p := &connPool{idle: idle, conns: map[string][]pooled{}}
-	if idle > 0 {
-		go p.reap()
-	}
-	return p
+	return &connPool{idle: idle, conns: map[string][]pooled{}}
 }
 
-func (p *connPool) get(key string) *smtp.Client {
-	for {
-		p.mu.Lock()
-		list := p.conns[key]
-		if len(list) == 0 {
-			p.mu.Unlock()
-			return nil
+// get returns an idle session for key that satisfies t, or nil.
+func (p *connPool) get(key string, t target) *conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.conns[key]
+	for i := len(list) - 1; i >= 0; i-- {
+		pc := list[i]
+		if time.Since(pc.since) >= p.idle {
+			continue // the reaper closes it
 		}
-		pc := list[len(list)-1]
-		p.conns[key] = list[:len(list)-1]
-		p.mu.Unlock()
-		if time.Since(pc.since) < p.idle {
-			return pc.c
+		if !pc.c.satisfies(t) {
+			continue
 		}
-		pc.c.Close()
+		p.conns[key] = append(list[:i:i], list[i+1:]...)
+		if len(p.conns[key]) == 0 {
+			delete(p.conns, key)
+		}
+		return pc.c
 	}
+	return nil
 }
 
-func (p *connPool) put(key string, c *smtp.Client) {
+func (p *connPool) put(key string, c *conn) {
 	if p.idle <= 0 {
-		c.Quit()
+		c.quit()
 		return
 	}
 	p.mu.Lock()
@@ -57,8 +59,20 @@ func (p *connPool) put(key string, c *smtp.Client) {
 	p.mu.Unlock()
 }
 
-func (p *connPool) reap() {
-	for range time.Tick(p.idle / 2) {
+// reap closes sessions idle for longer than the idle time until ctx ends.
+func (p *connPool) reap(ctx context.Context) {
+	if p.idle <= 0 {
+		return
+	}
+	tick := time.NewTicker(p.idle / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var old []*conn
 		p.mu.Lock()
 		for k, list := range p.conns {
 			kept := list[:0]
@@ -66,7 +80,7 @@ func (p *connPool) reap() {
 				if time.Since(pc.since) < p.idle {
 					kept = append(kept, pc)
 				} else {
-					go pc.c.Quit()
+					old = append(old, pc.c)
 				}
 			}
 			if len(kept) == 0 {
@@ -76,16 +90,27 @@ func (p *connPool) reap() {
 			}
 		}
 		p.mu.Unlock()
+		for _, c := range old {
+			go c.quit()
+		}
 	}
 }
 
+// closeAll ends every idle session with QUIT.
 func (p *connPool) closeAll() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var all []*conn
 	for k, list := range p.conns {
 		for _, pc := range list {
-			pc.c.Quit()
+			all = append(all, pc.c)
 		}
 		delete(p.conns, k)
 	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.quit() }()
+	}
+	wg.Wait()
 }

@@ -71,39 +71,57 @@ type Relay struct {
 
 	mu       sync.Mutex
 	due      dueHeap
-	queued   map[string]bool // in the heap or in flight
+	queued   map[string]*dueItem // in the heap, or nil while in flight
 	wake     chan struct{}
 	work     chan string
-	domains  map[string]chan struct{}
+	domains  map[string]*slots
 	pool     *connPool
 	stopping bool
 	wg       sync.WaitGroup
 }
 
-// New returns a relay over sp. Call Run to start it.
+// New returns a relay over sp. Call Run to start it. Zero values in cfg
+// take DefaultConfig's (WarnAfter 0 and IdleConnTimeout 0 mean off).
 func New(cfg Config, sp *spool.Spool, dns MXResolver, sts *MTASTS, sup *Suppressions, explain Explainer, log *slog.Logger) *Relay {
-	if cfg.Workers <= 0 {
-		cfg.Workers = DefaultConfig.Workers
+	def := DefaultConfig
+	for _, f := range []struct {
+		v *int
+		d int
+	}{{&cfg.Workers, def.Workers}, {&cfg.PerDomain, def.PerDomain}, {&cfg.MXPort, def.MXPort}} {
+		if *f.v <= 0 {
+			*f.v = f.d
+		}
 	}
-	if cfg.PerDomain <= 0 {
-		cfg.PerDomain = DefaultConfig.PerDomain
+	for _, f := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{{&cfg.MaxAge, def.MaxAge}, {&cfg.ConnectTimeout, def.ConnectTimeout}, {&cfg.CommandTimeout, def.CommandTimeout}} {
+		if *f.v <= 0 {
+			*f.v = f.d
+		}
 	}
 	if len(cfg.Retry) == 0 {
-		cfg.Retry = DefaultConfig.Retry
+		cfg.Retry = def.Retry
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = def.Mode
 	}
 	if explain == nil {
 		explain = func(string) (string, string, string) { return "unknown", "", "" }
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Relay{cfg: cfg, spool: sp, dns: dns, sts: sts, suppress: sup, explain: explain, log: log, now: time.Now,
-		queued: map[string]bool{}, wake: make(chan struct{}, 1), work: make(chan string),
-		domains: map[string]chan struct{}{}, pool: newConnPool(cfg.IdleConnTimeout)}
+		queued: map[string]*dueItem{}, wake: make(chan struct{}, 1), work: make(chan string),
+		domains: map[string]*slots{}, pool: newConnPool(cfg.IdleConnTimeout)}
 }
 
 // Suppressions returns the relay's suppression list (nil when off).
 func (r *Relay) Suppressions() *Suppressions { return r.suppress }
 
 // Enqueued schedules a new message now (spool.OnEnqueue).
-func (r *Relay) Enqueued(id string) { r.schedule(id, r.now()) }
+func (r *Relay) Enqueued(id string) { r.schedule(id, r.now(), 0) }
 
 // Kick rereads the queue directory (after `sluice queue retry/release`).
 func (r *Relay) Kick() {
@@ -122,36 +140,74 @@ func (r *Relay) Kick() {
 		if err != nil || st.Held {
 			continue
 		}
-		r.schedule(id, st.NextTry)
+		r.schedule(id, st.NextTry, st.Attempts)
 	}
 }
 
-func (r *Relay) schedule(id string, at time.Time) {
+// schedule puts id in the heap for at, or moves it earlier if it is
+// waiting already. attempts is how many attempts the state that gave at
+// had seen: a state read before the latest attempt (Kick racing with a
+// worker) is stale and changes nothing. A message in flight is left to its
+// worker, which schedules it from the state it saves.
+func (r *Relay) schedule(id string, at time.Time, attempts int) {
 	r.mu.Lock()
-	if r.queued[id] {
-		// Already waiting: move it earlier if asked.
-		for _, it := range r.due {
-			if it.id == id && at.Before(it.at) {
-				it.at = at
-				heap.Fix(&r.due, it.index)
-			}
+	if it, ok := r.queued[id]; ok {
+		if it != nil && attempts >= it.attempts && at.Before(it.at) {
+			it.at = at
+			heap.Fix(&r.due, it.index)
 		}
 		r.mu.Unlock()
 		return
 	}
-	r.queued[id] = true
-	heap.Push(&r.due, &dueItem{id: id, at: at})
+	r.push(id, at, attempts)
 	r.mu.Unlock()
+}
+
+// push adds a new entry; r.mu is held.
+func (r *Relay) push(id string, at time.Time, attempts int) {
+	it := &dueItem{id: id, at: at, attempts: attempts}
+	r.queued[id] = it
+	heap.Push(&r.due, it)
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
 }
 
+// finished ends the flight of id and, unless next is zero, schedules its
+// next attempt, in one step so that no Kick can slip in between.
+func (r *Relay) finished(id string, next time.Time, attempts int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.queued, id)
+	if !next.IsZero() {
+		r.push(id, next, attempts)
+	}
+}
+
+// popDue takes the first message if it is due; otherwise it returns how
+// long until it is (an hour when the heap is empty).
+func (r *Relay) popDue() (string, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.due) == 0 {
+		return "", time.Hour
+	}
+	if wait := r.due[0].at.Sub(r.now()); wait > 0 {
+		return "", wait
+	}
+	it := heap.Pop(&r.due).(*dueItem)
+	r.queued[it.id] = nil // in flight
+	return it.id, 0
+}
+
 // Run loads the queue, then delivers until ctx is done. Workers finish the
 // message they are on (a delivery is not cut in the middle) and stop.
 func (r *Relay) Run(ctx context.Context) error {
 	r.Kick()
+	reapCtx, stopReap := context.WithCancel(context.Background())
+	go r.pool.reap(reapCtx)
+	defer stopReap()
 	for i := 0; i < r.cfg.Workers; i++ {
 		r.wg.Add(1)
 		go r.worker(ctx)
@@ -164,22 +220,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		r.mu.Lock()
-		var next *dueItem
-		if len(r.due) > 0 {
-			next = r.due[0]
-		}
-		r.mu.Unlock()
-		wait := time.Hour
-		if next != nil {
-			wait = next.at.Sub(r.now())
-		}
-		if next != nil && wait <= 0 {
-			r.mu.Lock()
-			heap.Pop(&r.due)
-			r.mu.Unlock()
+		id, wait := r.popDue()
+		if id != "" {
 			select {
-			case r.work <- next.id:
+			case r.work <- id:
 				continue
 			case <-ctx.Done():
 				return nil
@@ -198,17 +242,14 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) worker(ctx context.Context) {
 	defer r.wg.Done()
 	for id := range r.work {
-		next, err := r.attempt(ctx, id)
-		r.mu.Lock()
-		delete(r.queued, id)
-		r.mu.Unlock()
+		next, attempts, err := r.attempt(ctx, id)
 		if err != nil && !errors.Is(err, spool.ErrNotFound) {
 			r.log.Error("relay: attempt failed", "id", id, "err", err)
-			next = r.now().Add(r.cfg.Retry[0])
+			if next.IsZero() {
+				next = r.now().Add(r.cfg.Retry[0])
+			}
 		}
-		if !next.IsZero() {
-			r.schedule(id, next)
-		}
+		r.finished(id, next, attempts)
 	}
 }
 
@@ -219,33 +260,45 @@ func (r *Relay) backoff(n int) time.Duration {
 	return d + j
 }
 
-// domainSlot takes one of the destination's connection slots.
+// domainSlot takes one of the destination's connection slots. A
+// destination's semaphore lives only while someone holds or waits for it,
+// so the map does not grow with every domain ever mailed.
 func (r *Relay) domainSlot(ctx context.Context, domain string) (func(), error) {
 	r.mu.Lock()
-	ch := r.domains[domain]
-	if ch == nil {
-		ch = make(chan struct{}, r.cfg.PerDomain)
-		r.domains[domain] = ch
+	s := r.domains[domain]
+	if s == nil {
+		s = &slots{ch: make(chan struct{}, r.cfg.PerDomain)}
+		r.domains[domain] = s
 	}
+	s.users++
 	r.mu.Unlock()
+	done := func() {
+		r.mu.Lock()
+		if s.users--; s.users == 0 {
+			delete(r.domains, domain)
+		}
+		r.mu.Unlock()
+	}
 	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, nil
+	case s.ch <- struct{}{}:
+		return func() { <-s.ch; done() }, nil
 	case <-ctx.Done():
+		done()
 		return nil, ctx.Err()
 	}
 }
 
-// Stats is a snapshot for metrics and readiness.
-type Stats struct {
-	Queued int
-	Oldest time.Time
+// slots is one destination's connection semaphore.
+type slots struct {
+	ch    chan struct{}
+	users int // holding or waiting; guarded by Relay.mu
 }
 
 type dueItem struct {
-	id    string
-	at    time.Time
-	index int
+	id       string
+	at       time.Time
+	attempts int // of the state at was read from
+	index    int
 }
 
 type dueHeap []*dueItem

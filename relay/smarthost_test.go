@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"strings"
@@ -110,5 +111,88 @@ func TestSmarthostWithoutSTARTTLSRefused(t *testing.T) {
 	sh.mu.Unlock()
 	if accepts, mails, _ := sh.counts(); accepts == 0 || mails != 0 || auths+fails != 0 {
 		t.Errorf("connections=%d MAIL=%d AUTH=%d on a smarthost without TLS, want connections but no AUTH or MAIL", accepts, mails, auths+fails)
+	}
+}
+
+// implicitTLSReceiver starts a receiver that speaks TLS from the first
+// byte (a smarthost on port 465) and publishes its A record.
+func (h *harness) implicitTLSReceiver(name, ip string, cert tls.Certificate, opts ...receiverOpt) *receiver {
+	h.t.Helper()
+	port, ls := listenShared(h.t, []string{ip})
+	h.port = port
+	l := tls.NewListener(ls[0], &tls.Config{Certificates: []tls.Certificate{cert}})
+	r := serveReceiver(h.t, name, l, opts...)
+	h.rx[name] = r
+	h.dns.Add(h.t, fmt.Sprintf("%s. 300 IN A %s", name, ip))
+	return r
+}
+
+// Both ways into a smarthost (implicit TLS on a 465-style port, STARTTLS)
+// and both login mechanisms (PLAIN, and LOGIN for servers that offer only
+// it) deliver the message over TLS as the configured user.
+func TestSmarthostTLSModesAndMechanisms(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		tlsMode   string
+		loginOnly bool
+	}{
+		{"starttls plain", "starttls", false},
+		{"implicit plain", "implicit", false},
+		{"starttls login", "starttls", true},
+		{"implicit login", "implicit", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			auth := withAuth("relay-user", "s3cret-pw")
+			if tc.loginOnly {
+				auth = withAuthLogin("relay-user", "s3cret-pw")
+			}
+			cert := selfSigned(t, "smarthost.test")
+			var sh *receiver
+			if tc.tlsMode == "implicit" {
+				sh = h.implicitTLSReceiver("smarthost.test", "127.0.0.7", cert, auth)
+			} else {
+				h.receivers(rx("smarthost.test", "127.0.0.7", withTLS(cert), auth))
+				sh = h.rx["smarthost.test"]
+			}
+			cfg := smarthostConfig(h, "relay-user", "s3cret-pw")
+			h.start(func(c *relay.Config) { cfg(c); c.SmarthostTLS = tc.tlsMode })
+
+			id := h.send("alice@sender.test", []string{"bob@remote.test"}, "smarthost "+tc.name)
+			h.waitEmpty()
+			got := sh.delivered()
+			if len(got) != 1 || !got[0].TLS || got[0].AuthUser != "relay-user" || subjectOf(t, got[0].Data) != "smarthost "+tc.name {
+				t.Errorf("smarthost got %+v, want one message over TLS logged in as relay-user", summary(got))
+			}
+			if o := h.results.of(id, "bob@remote.test"); !slices.Equal(o, []string{"delivered"}) {
+				t.Errorf("outcomes %v, want [delivered]", o)
+			}
+			sh.mu.Lock()
+			defer sh.mu.Unlock()
+			if sh.authFails != 0 || len(sh.auths) != 1 {
+				t.Errorf("smarthost saw %d good and %d failed logins, want one good", len(sh.auths), sh.authFails)
+			}
+		})
+	}
+}
+
+// An implicit-TLS smarthost whose certificate does not verify (when
+// verification is on, the default) never gets the login or the message.
+func TestSmarthostImplicitTLSVerifiesCertificate(t *testing.T) {
+	h := newHarness(t)
+	sh := h.implicitTLSReceiver("smarthost.test", "127.0.0.7", selfSigned(t, "smarthost.test"), withAuth("relay-user", "s3cret-pw"))
+	cfg := smarthostConfig(h, "relay-user", "s3cret-pw")
+	h.start(func(c *relay.Config) { cfg(c); c.SmarthostTLS = "implicit"; c.SmarthostInsecure = false })
+
+	id := h.send("alice@sender.test", []string{"bob@remote.test"}, "unverified smarthost")
+	eventually(t, "two deferred attempts", func() bool { return len(h.results.of(id, "bob@remote.test")) >= 2 })
+	sh.mu.Lock()
+	auths, fails := len(sh.auths), sh.authFails
+	sh.mu.Unlock()
+	if _, mails, _ := sh.counts(); mails != 0 || auths+fails != 0 {
+		t.Errorf("MAIL=%d AUTH=%d at a smarthost whose certificate does not verify", mails, auths+fails)
+	}
+	if rs := h.state(id).Rcpt("bob@remote.test"); rs.Status != "pending" || !strings.Contains(strings.ToLower(rs.LastReply), "certificate") {
+		t.Errorf("state %+v: want pending with a certificate error", rs)
 	}
 }

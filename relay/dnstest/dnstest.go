@@ -36,23 +36,31 @@ func Start(t testing.TB, addr string) *Server {
 	return s
 }
 
-// Listen is Start without a testing.TB.
+// Listen is Start without a testing.TB. With port 0, UDP picks the port
+// and TCP takes the same one; if that one is taken for TCP, another port
+// is tried.
 func Listen(addr string) (*Server, error) {
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, err
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close()
+			if port == "0" && try < 20 {
+				continue
+			}
+			return nil, err
+		}
+		s := &Server{Addr: pc.LocalAddr().String(), records: map[string][]dns.RR{}}
+		s.udp = &dns.Server{PacketConn: pc, Handler: s}
+		s.tcp = &dns.Server{Listener: l, Handler: s}
+		go s.udp.ActivateAndServe()
+		go s.tcp.ActivateAndServe()
+		return s, nil
 	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		return nil, err
-	}
-	s := &Server{Addr: pc.LocalAddr().String(), records: map[string][]dns.RR{}}
-	s.udp = &dns.Server{PacketConn: pc, Handler: s}
-	s.tcp = &dns.Server{Listener: l, Handler: s}
-	go s.udp.ActivateAndServe()
-	go s.tcp.ActivateAndServe()
-	return s, nil
 }
 
 // Close stops the server.

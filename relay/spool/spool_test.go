@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -155,5 +156,50 @@ func TestTruncatedFileIsCorrupt(t *testing.T) {
 	os.Truncate(path, fi.Size()-5)
 	if _, _, err := s.Read(id); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+}
+
+// Delivery state survives as written; a state file torn by a crash falls
+// back to the envelope (every recipient pending: at worst a duplicate,
+// never a loss); a state written for a message removed meanwhile (queue
+// delete during its delivery) is not left behind.
+func TestStateRoundTripTornAndRemoved(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test", "c@remote.test"}}
+	if err := s.Enqueue(env, []byte("Subject: s\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	st := NewState(env)
+	st.Attempts = 2
+	st.Rcpt("b@remote.test").Status = RcptDelivered
+	if err := s.SaveState(env.ID, st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LoadState(env.ID, env)
+	if err != nil || got.Attempts != 2 || !slices.Equal(got.Pending(), []string{"c@remote.test"}) {
+		t.Fatalf("state after save: %+v %v, want 2 attempts, c pending", got, err)
+	}
+
+	statePath := filepath.Join(dir, "queue", env.ID+".state")
+	if err := os.WriteFile(statePath, []byte(`{"attempts":2,"rcpts":[{"addr"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.LoadState(env.ID, env)
+	if err != nil || !slices.Equal(got.Pending(), env.To) {
+		t.Errorf("torn state: %+v %v, want every recipient pending again", got, err)
+	}
+
+	if err := s.Remove(env.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveState(env.ID, st); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SaveState of a removed message: %v, want ErrNotFound", err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "queue")); len(left) != 0 {
+		t.Errorf("left in the queue directory: %v", left)
 	}
 }

@@ -90,7 +90,9 @@ func (s *Spool) LoadState(id string, env *Envelope) (*State, error) {
 	return st, nil
 }
 
-// SaveState writes the state of id atomically.
+// SaveState writes the state of id atomically. It returns ErrNotFound, and
+// leaves no state file behind, when the message is no longer queued (it
+// was removed while being delivered).
 func (s *Spool) SaveState(id string, st *State) error {
 	if !validID(id) {
 		return ErrNotFound
@@ -106,6 +108,10 @@ func (s *Spool) SaveState(id string, st *State) error {
 	if err := os.Rename(tmp, s.statePath(id)); err != nil {
 		os.Remove(tmp)
 		return classify("state", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.queueDir, id)); errors.Is(err, os.ErrNotExist) {
+		os.Remove(s.statePath(id))
+		return ErrNotFound
 	}
 	return nil
 }
