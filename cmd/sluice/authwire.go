@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"sluice/submit"
 	"sluice/submit/dovecotauth"
@@ -28,10 +31,16 @@ func authChain(cfg *Config, users *userdb.File) (submit.Authenticator, func(), e
 		sqlb = b
 		return b, err
 	}
-	for _, name := range cfg.Auth.Backends {
+	for i, name := range cfg.Auth.Backends {
 		switch name {
 		case "file":
-			chain = append(chain, users)
+			if i < len(cfg.Auth.Backends)-1 {
+				// Another backend follows and equalises the time of an
+				// unknown login; the file need not hash for it too.
+				chain = append(chain, fileThenOthers{users})
+			} else {
+				chain = append(chain, users)
+			}
 		case "sql":
 			b, err := openSQL()
 			if err != nil {
@@ -42,7 +51,7 @@ func authChain(cfg *Config, users *userdb.File) (submit.Authenticator, func(), e
 			c := &dovecotauth.Client{Addr: cfg.Auth.Dovecot.Socket, Service: cfg.Auth.Dovecot.Service, Timeout: cfg.Auth.Dovecot.Timeout.Duration}
 			switch cfg.Auth.Dovecot.Grants {
 			case "file":
-				c.Grants = users
+				c.Grants = dovecotauth.FileGrants(users)
 			case "sql":
 				b, err := openSQL()
 				if err != nil {
@@ -61,12 +70,71 @@ func authChain(cfg *Config, users *userdb.File) (submit.Authenticator, func(), e
 	return chain, closeAll, nil
 }
 
+// fileThenOthers is the user file when another backend follows it: a
+// login that is not in the file is passed on at once, without the dummy
+// hash that hides unknown logins (the last backend does that), so an SQL
+// or Dovecot login does not pay for an argon2id hash first.
+type fileThenOthers struct{ f *userdb.File }
+
+func (b fileThenOthers) Authenticate(ctx context.Context, username, password string) (*submit.Login, error) {
+	if _, err := b.f.Get(username); errors.Is(err, userdb.ErrNotFound) {
+		return nil, submit.ErrBadCredentials
+	}
+	return b.f.Authenticate(ctx, username, password)
+}
+
 // fileBackendConfigured says whether `sluice user` may write logins.
 func fileBackendConfigured(cfg *Config) bool {
+	return userFileRole(cfg) == roleLogins
+}
+
+// What the user file is to the configured backends.
+const (
+	roleLogins = "logins" // "file" is a backend: logins with passwords
+	roleGrants = "grants" // Dovecot checks passwords, the file holds grants
+	roleNone   = ""       // not used: every backend is read-only for Sluice
+)
+
+func userFileRole(cfg *Config) string {
+	role := roleNone
 	for _, b := range cfg.Auth.Backends {
-		if b == "file" {
-			return true
+		switch {
+		case b == "file":
+			return roleLogins
+		case b == "dovecot" && cfg.Auth.Dovecot.Grants == "file":
+			role = roleGrants
 		}
 	}
-	return false
+	return role
+}
+
+// readOnlyBackends is the one line `sluice user` answers when no backend
+// it can write is configured.
+func readOnlyBackends(cfg *Config) error {
+	var where []string
+	for _, b := range cfg.Auth.Backends {
+		switch b {
+		case "sql":
+			where = append(where, "the hosting panel's database")
+		case "dovecot":
+			where = append(where, "Dovecot's passdb")
+		}
+	}
+	return fmt.Errorf("logins come from [auth] backends = %s, which Sluice only reads; manage them in %s, or add \"file\" to [auth] backends",
+		strings.Join(cfg.Auth.Backends, ", "), strings.Join(where, " and "))
+}
+
+// otherBackends says where else a login not in the user file may live,
+// for "no login" messages; "" when the file is the only backend.
+func otherBackends(cfg *Config) string {
+	var others []string
+	for _, b := range cfg.Auth.Backends {
+		if b != "file" {
+			others = append(others, b)
+		}
+	}
+	if len(others) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" in the user file (logins of the %s backend are managed there, not with sluice user)", strings.Join(others, " and "))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"sluice/screen"
+	"sluice/submit/sqlauth"
 )
 
 // Config is the whole configuration file. Every key has a default (see
@@ -390,6 +391,12 @@ func (c *Config) check() error {
 			}
 			if c.Auth.SQL.DSN == "" || c.Auth.SQL.PasswordQuery == "" {
 				return errors.New("[auth.sql] needs dsn and password_query")
+			}
+			// Placeholders and columns are checked here, so that a bad
+			// query stops a start or a reload with one line.
+			if err := sqlauth.Check(sqlauth.Config{Driver: c.Auth.SQL.Driver, DSN: c.Auth.SQL.DSN, PasswordQuery: c.Auth.SQL.PasswordQuery,
+				GrantsQuery: c.Auth.SQL.GrantsQuery, QuotaQuery: c.Auth.SQL.QuotaQuery}); err != nil {
+				return err
 			}
 		case "dovecot":
 			if c.Auth.Dovecot.Socket == "" {

@@ -51,9 +51,14 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if !fileBackendConfigured(cfg) && sub != "list" && sub != "show" {
-		return fmt.Errorf("the configured login backends (%s) are read-only for Sluice; manage these logins where they live (the hosting panel's database or Dovecot), or add \"file\" to [auth] backends", strings.Join(cfg.Auth.Backends, ", "))
+	role := userFileRole(cfg)
+	switch {
+	case role == roleNone:
+		return readOnlyBackends(cfg)
+	case role == roleGrants && (sub == "passwd" || *pwStdin):
+		return errors.New("Dovecot checks the passwords of these logins ([auth] backends has no \"file\"); change the password in Dovecot's passdb")
 	}
+	noLogin := func(addr string) error { return fmt.Errorf("no login %s%s", addr, otherBackends(cfg)) }
 	db, err := userdb.Open(cfg.usersFile())
 	if err != nil {
 		return err
@@ -94,6 +99,11 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if role == roleGrants {
+			// The entry holds grants and quota; Dovecot checks the
+			// password, so the random one here is never used or shown.
+			generated = false
+		}
 		hash, err := userdb.HashPassword(pw)
 		if err != nil {
 			return err
@@ -112,7 +122,11 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "added login %s\n", addr)
+		if role == roleGrants {
+			fmt.Fprintf(stdout, "added login %s (grants and quota; Dovecot checks its password)\n", addr)
+		} else {
+			fmt.Fprintf(stdout, "added login %s\n", addr)
+		}
 		if generated {
 			fmt.Fprintf(stdout, "password: %s\n", pw)
 		}
@@ -133,7 +147,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return db.Update(func(users map[string]*userdb.User) error {
 			u := users[addr]
 			if u == nil {
-				return fmt.Errorf("no login %s; add it with 'sluice user add %s'", addr, addr)
+				return fmt.Errorf("%w; add it with 'sluice user add %s'", noLogin(addr), addr)
 			}
 			for _, g := range gs {
 				if !contains(u.Grants, g) {
@@ -171,7 +185,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		}
 		u, err := db.Get(addr)
 		if errors.Is(err, userdb.ErrNotFound) {
-			return fmt.Errorf("no login %s", addr)
+			return noLogin(addr)
 		} else if err != nil {
 			return err
 		}
@@ -197,7 +211,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		err = db.Update(func(users map[string]*userdb.User) error {
 			u := users[addr]
 			if u == nil {
-				return fmt.Errorf("no login %s", addr)
+				return noLogin(addr)
 			}
 			u.Hash = hash
 			return nil
@@ -218,7 +232,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		err = db.Update(func(users map[string]*userdb.User) error {
 			u := users[addr]
 			if u == nil {
-				return fmt.Errorf("no login %s", addr)
+				return noLogin(addr)
 			}
 			u.Disabled = sub == "disable"
 			u.Reason = ""
@@ -239,7 +253,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		}
 		err = db.Update(func(users map[string]*userdb.User) error {
 			if users[addr] == nil {
-				return fmt.Errorf("no login %s", addr)
+				return noLogin(addr)
 			}
 			delete(users, addr)
 			return nil
