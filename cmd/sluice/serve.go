@@ -20,7 +20,6 @@ import (
 
 	"sluice/dkim"
 	"sluice/relay/spool"
-	"sluice/relay/webhook"
 	"sluice/submit"
 	"sluice/submit/userdb"
 )
@@ -107,7 +106,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	srv.Observer = observer{met, out}
-	qe := &quotaEvents{out: out, seen: map[string]time.Time{}}
+	qe := &quotaEvents{out: out, seen: map[string]time.Time{}, window: cfg.Quota.Window.Duration}
 	st.quota.OnReached = qe.reached
 	rt := &runtimeParts{st: st, users: users, suspend: suspender{users, out}, ring: ring, certs: certs, metrics: met, log: log}
 	rt.apply(cfg)
@@ -118,15 +117,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	sp.OnEnqueue = rl.Enqueued
-	rl.OnResult = func(id, rcpt, status, category string, latency time.Duration) {
-		met.delivery(id, rcpt, status, category, latency)
-		switch status {
-		case "failed":
-			out.Emit(webhook.MessageBounced, map[string]any{"queue_id": id, "rcpt": rcpt, "category": category})
-		case "delivered":
-			out.Emit(webhook.MessageDelivered, map[string]any{"queue_id": id, "rcpt": rcpt, "seconds": latency.Seconds()})
-		}
-	}
+	rl.OnResult = relayResults(met, out, sp)
 
 	// Listen on everything first, so that a taken port is one clear error
 	// before anything is served.
