@@ -116,7 +116,7 @@ func (rt *runtimeParts) reload(next *Config) {
 // are not. Every other key keeps its running value until a restart.
 var (
 	hotKeys = []string{"tls.", "dkim.", "screen.", "quota.messages_per_hour", "quota.on_store_error", "quota.domains",
-		"http.autoconfig", "http.imap_host"}
+		"http.autoconfig", "http.imap_host", "http.admin_token"}
 	coldKeys = []string{"screen.loop_window", "screen.abuse_contact"}
 )
 
@@ -143,6 +143,12 @@ func reloadable(running, next *Config) (*Config, []string) {
 	eff := *next
 	var cold []string
 	mergeCold(reflect.ValueOf(&eff).Elem(), reflect.ValueOf(running).Elem(), "", &cold)
+	// A new token rotates at once, but the admin API itself is set up at
+	// start: switching it on needs a restart.
+	if running.HTTP.AdminToken == "" && next.HTTP.AdminToken != "" {
+		eff.HTTP.AdminToken = ""
+		cold = append(cold, "http.admin_token")
+	}
 	return &eff, cold
 }
 

@@ -40,6 +40,8 @@ func TestReloadableKeys(t *testing.T) {
 			func(c *Config) bool {
 				return c.Screen.LoopRepeats == 3 && c.Screen.LoopWindow.Duration == 10*time.Minute
 			}},
+		{"admin token rotates", func(c *Config) { c.HTTP.AdminToken = "new-token" }, nil,
+			func(c *Config) bool { return c.HTTP.AdminToken == "new-token" }},
 		{"webhooks need a restart", func(c *Config) {
 			c.Webhooks = append(c.Webhooks, struct {
 				URL    string   `toml:"url"`
@@ -53,7 +55,9 @@ func TestReloadableKeys(t *testing.T) {
 			running := defaultConfig()
 			running.Hostname = "mail.sluice.test"
 			running.Submission.Listen = []string{"127.0.0.1:2587"}
+			running.HTTP.AdminToken = "old-token"
 			next := defaultConfig()
+			next.HTTP.AdminToken = "old-token"
 			next.Hostname = running.Hostname
 			next.Submission.Listen = []string{"127.0.0.1:2587"}
 			tc.change(next)
@@ -73,5 +77,16 @@ func TestReloadableKeys(t *testing.T) {
 				t.Errorf("second reload with the change pending warns of %q, want %q", again, tc.wantCold)
 			}
 		})
+	}
+}
+
+// TestReloadCannotSwitchOnAdminAPI: the admin API is set up at start, so a
+// token where there was none needs a restart and is not taken.
+func TestReloadCannotSwitchOnAdminAPI(t *testing.T) {
+	running, next := defaultConfig(), defaultConfig()
+	next.HTTP.AdminToken = "t"
+	eff, cold := reloadable(running, next)
+	if eff.HTTP.AdminToken != "" || !reflect.DeepEqual(cold, []string{"http.admin_token"}) {
+		t.Fatalf("token %q, cold %q", eff.HTTP.AdminToken, cold)
 	}
 }
