@@ -368,6 +368,9 @@ func (c *Config) check() error {
 		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
 			return fmt.Errorf("[[webhooks]] url %q must start with https:// (or http:// on a private network)", w.URL)
 		}
+		if w.Secret == "" {
+			return fmt.Errorf("[[webhooks]] url %q has no secret; set one (e.g. openssl rand -hex 32) so the receiver can verify each event", w.URL)
+		}
 		for _, e := range w.Events {
 			switch e {
 			case "message.held", "login.suspended", "quota.reached", "message.bounced", "message.delivered":

@@ -37,12 +37,14 @@ func TestEnvOverrides(t *testing.T) {
 func TestBadConfigIsOneClearLine(t *testing.T) {
 	dir := t.TempDir()
 	cases := map[string]string{
-		"unknown key":  "hostnme = \"x\"\n",
-		"syntax":       "[submission\nlisten = 1\n",
-		"wrong type":   "[submission]\nmax_recipients = \"many\"\n",
-		"bad duration": "[auth]\nlockout = \"forever\"\n",
-		"bad listen":   "[submission]\nlisten = [\"587\"]\n",
-		"half tls":     "[tls]\ncert_file = \"/x.pem\"\n",
+		"unknown key":      "hostnme = \"x\"\n",
+		"syntax":           "[submission\nlisten = 1\n",
+		"wrong type":       "[submission]\nmax_recipients = \"many\"\n",
+		"bad duration":     "[auth]\nlockout = \"forever\"\n",
+		"bad listen":       "[submission]\nlisten = [\"587\"]\n",
+		"half tls":         "[tls]\ncert_file = \"/x.pem\"\n",
+		"unsigned webhook": "[[webhooks]]\nurl = \"https://hooks.example.test/sluice\"\n",
+		"sql placeholder":  "[auth]\nbackends = [\"sql\"]\n[auth.sql]\ndriver = \"postgres\"\ndsn = \"postgres://127.0.0.1/x\"\npassword_query = \"SELECT hash FROM mailbox\"\n",
 	}
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {
