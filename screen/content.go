@@ -21,8 +21,10 @@ type Rule interface {
 type ActionOverrides map[string]string
 
 // Pipeline runs the content rules in order; the first verdict other than
-// accept decides. Per-login and per-domain overrides change a rule's
-// action (login first, then the login's domain).
+// accept or mark decides. A mark (Rspamd's "add header") lets the message
+// through with header fields that carry the verdict. Per-login and
+// per-domain overrides change a rule's action (login first, then the
+// login's domain).
 type Pipeline struct {
 	Rules     []Rule
 	Overrides map[string]ActionOverrides // key: login address or domain
@@ -32,8 +34,24 @@ type Pipeline struct {
 	OnVerdict func(rule string, action Action)
 }
 
-// Screen returns nil (accept) or the verdict for m.
+// Outcome is what screening decided for one message.
+type Outcome struct {
+	Verdict *Verdict // reject, defer or hold; nil: accepted
+	// Headers are the fields the marking rules asked for (each ending in
+	// CRLF), to put in front of the message before it is signed.
+	Headers []byte
+}
+
+// Screen returns nil (accept) or the verdict for m. Header fields of mark
+// verdicts are dropped; Run returns them.
 func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
+	return p.Run(ctx, m).Verdict
+}
+
+// Run screens m: the decisive verdict, if any, and the header fields of
+// the mark verdicts met before it.
+func (p *Pipeline) Run(ctx context.Context, m *Message) Outcome {
+	var out Outcome
 	for _, r := range p.Rules {
 		v := r.Check(ctx, m)
 		if v == nil {
@@ -56,9 +74,15 @@ func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
 		if p.OnVerdict != nil {
 			p.OnVerdict(v.Rule, v.Action)
 		}
-		return v
+		if v.Action == Mark {
+			p.Log.Info("screen: message marked", "login", m.Login, "rule", v.Rule, "reason", v.Message)
+			out.Headers = append(out.Headers, v.Headers...)
+			continue
+		}
+		out.Verdict = v
+		return out
 	}
-	return nil
+	return out
 }
 
 // action finds an override: the login's own, then its domain's, then the
@@ -82,6 +106,16 @@ func (p *Pipeline) action(m *Message, rule string) string {
 // code class (5xx reject, 4xx defer, hold accepts).
 func asAction(v *Verdict, a Action) *Verdict {
 	c := *v
+	if v.Action == Mark {
+		// Not let through marked: held or refused for what the rule
+		// found.
+		c.Headers = nil
+		if a == Hold {
+			c.Message += "; it is held for review"
+		} else {
+			c.Message += "; the mail administrator has set this rule to refuse such mail"
+		}
+	}
 	if v.Action == Hold && a != Hold {
 		// A hold's sentence says "held"; refused or deferred, say what
 		// the rule found with a policy code.
@@ -122,14 +156,24 @@ func nowID() string {
 // returns a hold reason when the message is to be accepted but held, or an
 // error carrying the reply (a *Verdict) when it is refused or deferred.
 func (p *Pipeline) ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, error) {
+	hold, _, err := p.ScreenMessageHeaders(ctx, login, ourHost, envFrom, rcpts, raw, smtputf8)
+	return hold, err
+}
+
+// ScreenMessageHeaders is ScreenMessage that also returns the header
+// fields to put in front of an accepted message (each ending in CRLF;
+// e.g. "X-Spam: Yes" when Rspamd says "add header"), for the caller to
+// add before signing.
+func (p *Pipeline) ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, []byte, error) {
 	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
-	v := p.Screen(ctx, m)
+	out := p.Run(ctx, m)
+	v := out.Verdict
 	switch {
 	case v == nil:
-		return "", nil
+		return "", out.Headers, nil
 	case v.Action == Hold:
 		p.Log.Warn("screen: message held", "login", login, "rule", v.Rule, "reason", v.Message)
-		return v.Rule + ": " + v.Message, nil
+		return v.Rule + ": " + v.Message, out.Headers, nil
 	}
-	return "", v
+	return "", nil, v
 }

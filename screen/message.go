@@ -12,6 +12,8 @@ import (
 
 // Message is what the content rules see: the envelope, the login, and the
 // message as the client sent it (CRLF line endings, checked by submit).
+// The header is split and the MIME tree walked once, on first use, and
+// shared by every rule; a Message is used by one goroutine at a time.
 type Message struct {
 	Login        string
 	EnvelopeFrom string
@@ -25,6 +27,10 @@ type Message struct {
 	parsed  bool
 	header  []field
 	bodyOff int
+
+	walked   bool // Parts has walked the MIME tree
+	parts    []Part
+	partsErr error
 }
 
 type field struct {
@@ -121,12 +127,16 @@ type mimeError struct{ what string }
 
 func (e *mimeError) Error() string { return e.what }
 
-// Parts walks the MIME tree and returns its leaves.
+// Parts returns the leaves of the MIME tree, decoded. The tree is walked
+// once per message; every rule gets the same parts, which it must not
+// change.
 func (m *Message) Parts() ([]Part, error) {
-	m.parse()
-	var parts []Part
-	err := walk(m.headerMap(), m.Body(), 0, &parts)
-	return parts, err
+	if !m.walked {
+		m.parse()
+		m.walked = true
+		m.partsErr = walk(m.headerMap(), m.Body(), 0, &m.parts)
+	}
+	return m.parts, m.partsErr
 }
 
 func (m *Message) headerMap() map[string]string {

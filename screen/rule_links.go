@@ -21,7 +21,8 @@ type HostResolver interface {
 
 // Links looks the domains and IP addresses linked from text and HTML parts
 // up in DNS block lists: domain zones (URIBL/DBL style: example.com.zone)
-// and IP zones for IP-literal links (4.3.2.1.zone). Lookups run
+// and IP zones for IP-literal links (4.3.2.1.zone, and for IPv6 literals
+// such as http://[2001:db8::1]/ the reversed nibbles 1.0.0.0...2.zone). Lookups run
 // concurrently within a time budget; a list that does not answer in time
 // does not refuse mail.
 type Links struct {
@@ -56,9 +57,23 @@ func ExtractLinkHosts(m *Message) []string {
 			if at := strings.LastIndexByte(auth, '@'); at >= 0 {
 				auth = auth[at+1:]
 			}
-			h := strings.ToLower(strings.Trim(auth, ".-[]"))
-			if i := strings.LastIndexByte(h, ':'); i > 0 && strings.Count(h, ":") == 1 {
-				h = h[:i] // port
+			var h string
+			if strings.HasPrefix(auth, "[") {
+				// An IPv6 literal (RFC 3986 3.2.2), maybe with a port.
+				end := strings.IndexByte(auth, ']')
+				if end < 0 {
+					continue
+				}
+				ip := net.ParseIP(auth[1:end])
+				if ip == nil {
+					continue
+				}
+				h = ip.String()
+			} else {
+				h = strings.ToLower(strings.Trim(auth, ".-[]"))
+				if i := strings.LastIndexByte(h, ':'); i > 0 && strings.Count(h, ":") == 1 {
+					h = h[:i] // port
+				}
 			}
 			if strings.HasPrefix(strings.ToLower(string(sm[0])), "www.") {
 				h = "www." + h
@@ -86,11 +101,9 @@ func (l *Links) Check(ctx context.Context, m *Message) *Verdict {
 	seenName := map[string]bool{}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
-			if v4 := ip.To4(); v4 != nil {
-				rev := fmt.Sprintf("%d.%d.%d.%d", v4[3], v4[2], v4[1], v4[0])
-				for _, z := range l.IPZones {
-					qs = append(qs, query{h, rev + "." + z, z})
-				}
+			rev := reversedIP(ip)
+			for _, z := range l.IPZones {
+				qs = append(qs, query{h, rev + "." + z, z})
 			}
 			continue
 		}
@@ -178,4 +191,20 @@ func lookupNames(host string) []string {
 		return []string{host}
 	}
 	return []string{reg, host}
+}
+
+// reversedIP is the name of ip in an IP block list: the octets of an IPv4
+// address reversed (4.3.2.1), the nibbles of an IPv6 address reversed
+// (RFC 5782 2.4: 2001:db8::1 is 1.0.0.0.<...>.8.b.d.0.1.0.0.2).
+func reversedIP(ip net.IP) string {
+	if v4 := ip.To4(); v4 != nil {
+		return fmt.Sprintf("%d.%d.%d.%d", v4[3], v4[2], v4[1], v4[0])
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, 63)
+	v6 := ip.To16()
+	for i := len(v6) - 1; i >= 0; i-- {
+		b = append(b, hex[v6[i]&0xf], '.', hex[v6[i]>>4], '.')
+	}
+	return string(b[:len(b)-1])
 }

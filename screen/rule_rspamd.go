@@ -13,18 +13,22 @@ import (
 )
 
 // Rspamd asks an Rspamd scanner (its normal worker's HTTP protocol,
-// POST /checkv2) and maps its action onto a verdict: "reject" refuses,
-// "soft reject" and "greylist" defer, the rest accept (Sluice adds no
-// headers after the fact: the message is signed as the client sent it).
-// When Rspamd is down or slower than Budget, Fallback decides: "accept"
-// (default, logged) or "defer".
+// POST /checkv2) and maps its action onto a verdict: "reject" refuses
+// (550 5.7.1), "soft reject" and "greylist" defer (451 4.7.1), "add
+// header" and "rewrite subject" mark the message (X-Spam: Yes and
+// X-Spam-Score in front of it, before signing; the subject is not
+// rewritten, since that would change the client's message) or, with
+// AddHeader = "hold", hold it; "no action" accepts. When Rspamd is down or
+// slower than Budget, Fallback decides: "accept" (default, logged) or
+// "defer".
 type Rspamd struct {
-	URL      string // e.g. http://127.0.0.1:11333
-	Password string // sent as the Password header when set
-	Budget   time.Duration
-	Fallback string
-	Client   *http.Client
-	Log      *slog.Logger
+	URL       string // e.g. http://127.0.0.1:11333
+	Password  string // sent as the Password header when set
+	Budget    time.Duration
+	Fallback  string
+	AddHeader string // "mark" (default) or "hold"
+	Client    *http.Client
+	Log       *slog.Logger
 }
 
 func (r *Rspamd) Name() string { return "rspamd" }
@@ -83,6 +87,13 @@ func (r *Rspamd) Check(ctx context.Context, m *Message) *Verdict {
 	case "soft reject", "greylist":
 		return &Verdict{Action: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Rule: "rspamd",
 			Message: fmt.Sprintf("the content scanner deferred this message (%s, score %.1f; %s); try again later", rep.Action, rep.Score, top)}
+	case "add header", "rewrite subject":
+		rated := fmt.Sprintf("the content scanner rated this message as probable spam (score %.1f, refused from %.1f; %s)", rep.Score, rep.RequiredScore, top)
+		if r.AddHeader == "hold" {
+			return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "rspamd", Message: rated + "; it is held for review"}
+		}
+		return &Verdict{Action: Mark, Code: 250, Enhanced: [3]int{2, 7, 1}, Rule: "rspamd", Message: rated,
+			Headers: fmt.Appendf(nil, "X-Spam: Yes\r\nX-Spam-Score: %.2f\r\n", rep.Score)}
 	}
 	if rep.Action != "no action" {
 		r.Log.Info("screen: rspamd suggests an action Sluice does not apply", "login", m.Login, "action", rep.Action, "score", rep.Score, "symbols", top)

@@ -6,15 +6,23 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sort"
 	"strings"
 	"unicode"
 )
 
 // WebForm catches the "from yourself to yourself" contact-form pattern:
-// the header From equals a recipient (envelope, To or Cc), typically with
-// the visitor in Reply-To. Receivers and block lists treat such mail as
-// spam; the fix is a separate sending address (form@) that forwards.
+// the header From equals a recipient (envelope, To or Cc) with the visitor
+// (an address outside the From domain) in Reply-To, or the message goes to
+// the From address alone and looks like a form's: a script mailer
+// (PHPMailer, WordPress...) or no mail client named at all, or a form
+// plugin's body. Receivers and block lists treat such mail as spam; the fix
+// is a separate sending address (form@) that forwards.
+//
+// A note a person sends to themselves from a mail client (Thunderbird,
+// Outlook, Apple Mail: a reminder, a file to take home) has From == To too,
+// but no visitor and a mail client in User-Agent or X-Mailer; it passes.
 type WebForm struct {
 	Mode  string // "reject" (default), "limit", "allow"
 	Limit int    // limit mode: such messages per login per hour
@@ -67,7 +75,7 @@ func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
 			}
 		}
 	}
-	if !onlySelf && !(fromIsRcpt && visitor != "") {
+	if !(fromIsRcpt && visitor != "") && !(onlySelf && formLike(m)) {
 		return nil
 	}
 	local := "form"
@@ -91,6 +99,77 @@ func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
 			Message: fmt.Sprintf("login %s has sent %d self-addressed form messages this hour (limit %d); %s", m.Login, n-1, w.Limit, strings.TrimPrefix(msg, "message from "+from+" to "+from+" looks like a web-form loop; "))}
 	}
 	return reject("webform", 550, [3]int{5, 7, 1}, msg)
+}
+
+// scriptMailers are what form plugins and scripts put in X-Mailer or
+// User-Agent (lower case).
+var scriptMailers = []string{"phpmailer", "wordpress", "php/", "php ", "wp mail smtp", "wpmailsmtp", "swiftmailer", "swift mailer",
+	"symfony", "laminas", "zend", "codeigniter", "drupal", "joomla", "nodemailer"}
+
+// formSubjects and formBodies are what the form plugins' default templates
+// say (Contact Form 7, WPForms, Gravity Forms, Ninja Forms...).
+var (
+	formSubjects = []string{"contact form", "new entry", "form submission", "new submission", "new message from"}
+	formBodies   = []string{"sent from a contact form", "sent via contact form", "sent from the contact form", "submitted via", "form submission", "message body:"}
+	formLabels   = []string{"name", "your name", "email", "e-mail", "your email", "message", "your message", "comment or message", "phone", "subject"}
+)
+
+// formLike reports whether a self-addressed message looks built by a form
+// or script rather than written in a mail client.
+func formLike(m *Message) bool {
+	agent := strings.ToLower(strings.Join(append(m.Header("X-Mailer"), m.Header("User-Agent")...), " "))
+	if strings.TrimSpace(agent) == "" {
+		return true // mail clients name themselves; scripts and plugins often do not
+	}
+	for _, s := range scriptMailers {
+		if strings.Contains(agent, s) {
+			return true
+		}
+	}
+	for _, subj := range m.Header("Subject") {
+		subj = strings.ToLower(subj)
+		for _, s := range formSubjects {
+			if strings.Contains(subj, s) {
+				return true
+			}
+		}
+	}
+	parts, _ := m.Parts()
+	for _, p := range parts {
+		if !strings.HasPrefix(p.ContentType, "text/") || p.Filename != "" {
+			continue
+		}
+		text := strings.ToLower(string(p.Body[:min(len(p.Body), 64<<10)]))
+		for _, s := range formBodies {
+			if strings.Contains(text, s) {
+				return true
+			}
+		}
+		if p.ContentType == "text/html" {
+			text = htmlTagRe.ReplaceAllString(text, "\n")
+		}
+		if formFieldLines(text) >= 2 {
+			return true
+		}
+	}
+	return false
+}
+
+var htmlTagRe = regexp.MustCompile(`<[^>]*>`)
+
+// formFieldLines counts the distinct field labels that start a line
+// ("Name: ...", "Email", "Your Message"), the shape of a form's fields.
+func formFieldLines(text string) int {
+	seen := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		for _, l := range formLabels {
+			if line == l || strings.HasPrefix(line, l+":") {
+				seen[l] = true
+			}
+		}
+	}
+	return len(seen)
 }
 
 // Repeats catches the loop proper: the same content sent again and again

@@ -16,10 +16,11 @@ const (
 	Reject        // permanent: 5xx
 	Defer         // temporary: 4xx
 	Hold          // accepted, kept until released
+	Mark          // accepted with the verdict in header fields (Verdict.Headers) for the receivers' filters
 )
 
 func (a Action) String() string {
-	return [...]string{"accept", "reject", "defer", "hold"}[a]
+	return [...]string{"accept", "reject", "defer", "hold", "mark"}[a]
 }
 
 // Verdict is a decision with the reply that explains it. It is an error so
@@ -30,7 +31,10 @@ type Verdict struct {
 	Code     int
 	Enhanced [3]int
 	Rule     string // which rule decided, for logs and metrics
-	Message  string // the one sentence the client sees
+	Message  string // the one sentence the client sees (for Mark: the log's)
+	// Headers are the header fields (each ending in CRLF) a Mark verdict
+	// puts in front of the message, before it is signed.
+	Headers []byte
 }
 
 func (v *Verdict) Error() string {

@@ -1,9 +1,12 @@
 // Package dnscheck tells an operator whether a sending domain's DNS will let
 // its mail in: SPF (present, authorizes our egress addresses, within the 10
 // lookup limit), DKIM (each selector published and equal to our key),
-// DMARC (present, and our mail aligns), and forward-confirmed reverse DNS
-// for each egress address matching the HELO name. Every finding carries a
-// one-line fix.
+// DMARC (present, at the domain or its organizational domain, and our mail
+// aligns under its adkim/aspf modes), and forward-confirmed reverse DNS
+// for each egress address (IPv4 and IPv6) matching the HELO name. Every
+// finding carries a one-line fix. A lookup the resolver fails to answer is
+// a finding of its own (Error, "could not check ...; retry"), never taken
+// for a missing record.
 package dnscheck
 
 import (
@@ -21,16 +24,18 @@ import (
 // Status of a finding.
 type Status int
 
-// Statuses, from good to bad. Fail means receivers would reject or junk
-// the mail.
+// Statuses, from good to bad. Error means the check could not be made
+// (the resolver failed); Fail means receivers would reject or junk the
+// mail.
 const (
 	OK Status = iota
 	Warn
+	Error
 	Fail
 )
 
 func (s Status) String() string {
-	return [...]string{"ok", "warn", "FAIL"}[s]
+	return [...]string{"ok", "warn", "ERR", "FAIL"}[s]
 }
 
 // Finding is one result.
@@ -52,22 +57,25 @@ type Resolver interface {
 
 // Input is what to check.
 type Input struct {
-	Domain   string
-	Keys     []*dkim.Key // the domain's keys that are not retired
-	Egress   []net.IP    // addresses Sluice sends from
-	HELO     string
-	Resolver Resolver
+	Domain string
+	Keys   []*dkim.Key // the domain's keys that are not retired
+	// FallbackKeys are the active keys of [dkim] fallback_domain: Sluice
+	// signs with them when the domain has no active key of its own.
+	FallbackKeys []*dkim.Key
+	Egress       []net.IP // addresses Sluice sends from
+	HELO         string
+	Resolver     Resolver
 }
 
 // Check runs every check. The findings are in a stable order.
 func Check(ctx context.Context, in Input) []Finding {
 	in.Domain = strings.ToLower(strings.TrimSuffix(in.Domain, "."))
 	var out []Finding
-	spfOK, f := checkSPF(ctx, in)
+	spfRes, f := checkSPF(ctx, in)
 	out = append(out, f...)
-	dkimOK, f := checkDKIM(ctx, in)
+	dkimRes, f := checkDKIM(ctx, in)
 	out = append(out, f...)
-	out = append(out, checkDMARC(ctx, in, spfOK, dkimOK)...)
+	out = append(out, checkDMARC(ctx, in, spfRes, dkimRes)...)
 	out = append(out, checkPTR(ctx, in)...)
 	return out
 }
@@ -83,9 +91,10 @@ func Worst(fs []Finding) Status {
 	return w
 }
 
-func isNotFound(err error) bool {
-	de, ok := err.(*net.DNSError)
-	return ok && de.IsNotFound
+// unchecked is the finding for a lookup the resolver did not answer.
+func unchecked(check, what string, err error) Finding {
+	return Finding{check, Error, fmt.Sprintf("could not check %s: the resolver failed (%s)", what, failure(err)),
+		"retry; if it keeps failing, check [dns] resolver and that the domain's name servers answer"}
 }
 
 func ipMech(ip net.IP) string {
@@ -95,10 +104,17 @@ func ipMech(ip net.IP) string {
 	return "ip6:" + ip.String()
 }
 
-func checkSPF(ctx context.Context, in Input) (bool, []Finding) {
+// checked is what an SPF or DKIM check found, for the DMARC verdict.
+type checked struct {
+	pass    bool     // SPF: every egress address passes
+	domains []string // DKIM: d= domains of signatures that would verify
+	unknown bool     // a lookup failed: the result may be wrong
+}
+
+func checkSPF(ctx context.Context, in Input) (checked, []Finding) {
 	txts, err := in.Resolver.LookupTXT(ctx, in.Domain)
-	if err != nil && !isNotFound(err) {
-		return false, []Finding{{"spf", Warn, fmt.Sprintf("TXT lookup for %s failed: %v", in.Domain, err), "check that the domain's name servers answer"}}
+	if dnsFailed(err) {
+		return checked{unknown: true}, []Finding{unchecked("spf", "the SPF record of "+in.Domain, err)}
 	}
 	var recs []string
 	for _, t := range txts {
@@ -113,10 +129,10 @@ func checkSPF(ctx context.Context, in Input) (bool, []Finding) {
 	suggest := "v=spf1 " + strings.Join(mechs, " ") + " -all"
 	switch {
 	case len(recs) == 0:
-		return false, []Finding{{"spf", Fail, fmt.Sprintf("%s has no SPF record", in.Domain),
+		return checked{}, []Finding{{"spf", Fail, fmt.Sprintf("%s has no SPF record", in.Domain),
 			fmt.Sprintf("publish TXT %q at %s", suggest, in.Domain)}}
 	case len(recs) > 1:
-		return false, []Finding{{"spf", Fail, fmt.Sprintf("%s has %d SPF records; receivers treat that as an error (permerror)", in.Domain, len(recs)),
+		return checked{}, []Finding{{"spf", Fail, fmt.Sprintf("%s has %d SPF records; receivers treat that as an error (permerror)", in.Domain, len(recs)),
 			"merge them into one v=spf1 record"}}
 	}
 	var out []Finding
@@ -126,34 +142,38 @@ func checkSPF(ctx context.Context, in Input) (bool, []Finding) {
 	if _, err := spf.CheckHostWithSender(net.ParseIP("192.0.2.1"), in.HELO, "postmaster@"+in.Domain, opts...); err == spf.ErrLookupLimitReached || err == spf.ErrVoidLookupLimitReached {
 		out = append(out, Finding{"spf", Fail, fmt.Sprintf("the SPF record of %s needs more than 10 DNS lookups (RFC 7208 4.6.4); receivers return permerror", in.Domain),
 			"replace include: and a/mx mechanisms by ip4:/ip6: ranges until at most 10 lookups remain"})
-		return false, out
+		return checked{}, out
 	}
 	if len(in.Egress) == 0 {
 		out = append(out, Finding{"spf", Warn, "no egress addresses configured, so SPF authorization was not checked",
 			"set [relay] source_ips to the addresses Sluice sends from"})
-		return false, out
+		return checked{}, out
 	}
-	allPass := true
+	res := checked{pass: true}
 	for _, ip := range in.Egress {
-		res, err := spf.CheckHostWithSender(ip, in.HELO, "postmaster@"+in.Domain, opts...)
-		switch res {
+		r, err := spf.CheckHostWithSender(ip, in.HELO, "postmaster@"+in.Domain, opts...)
+		if r != spf.Pass {
+			res.pass = false
+		}
+		switch r {
 		case spf.Pass:
 			out = append(out, Finding{"spf", OK, fmt.Sprintf("SPF of %s authorizes %s", in.Domain, ip), ""})
 		case spf.Fail:
-			allPass = false
 			out = append(out, Finding{"spf", Fail, fmt.Sprintf("SPF of %s does not authorize %s (fail): receivers reject with 550 5.7.23/5.7.1", in.Domain, ip),
 				fmt.Sprintf("add %s to the SPF record before its all mechanism", ipMech(ip))})
 		case spf.SoftFail, spf.Neutral, spf.None:
-			allPass = false
-			out = append(out, Finding{"spf", Warn, fmt.Sprintf("SPF of %s gives %s for %s: mail may be junked", in.Domain, res, ip),
+			out = append(out, Finding{"spf", Warn, fmt.Sprintf("SPF of %s gives %s for %s: mail may be junked", in.Domain, r, ip),
 				fmt.Sprintf("add %s to the SPF record", ipMech(ip))})
+		case spf.TempError:
+			// A lookup of an include, a:, mx: or the like failed.
+			res.unknown = true
+			out = append(out, unchecked("spf", fmt.Sprintf("whether SPF of %s authorizes %s", in.Domain, ip), err))
 		default:
-			allPass = false
-			out = append(out, Finding{"spf", Fail, fmt.Sprintf("SPF of %s is broken for %s: %s (%v)", in.Domain, ip, res, err),
+			out = append(out, Finding{"spf", Fail, fmt.Sprintf("SPF of %s is broken for %s: %s (%v)", in.Domain, ip, r, err),
 				"fix the syntax of the SPF record (one v=spf1 record, valid mechanisms)"})
 		}
 	}
-	return allPass, out
+	return res, out
 }
 
 // tags parses a "k=v; k=v" record.
@@ -169,19 +189,34 @@ func tags(rec string) map[string]string {
 	return m
 }
 
-func checkDKIM(ctx context.Context, in Input) (bool, []Finding) {
-	if len(in.Keys) == 0 {
-		return false, []Finding{{"dkim", Fail, fmt.Sprintf("Sluice has no DKIM key for %s, so its mail goes out unsigned", in.Domain),
+func checkDKIM(ctx context.Context, in Input) (checked, []Finding) {
+	keys := in.Keys
+	var out []Finding
+	hasActive := false
+	for _, k := range keys {
+		hasActive = hasActive || k.State == dkim.Active
+	}
+	if !hasActive && len(in.FallbackKeys) > 0 {
+		fb := in.FallbackKeys[0].Domain
+		out = append(out, Finding{"dkim", Warn, fmt.Sprintf("Sluice has no active DKIM key for %s and signs its mail as the fallback domain %s", in.Domain, fb),
+			fmt.Sprintf("run: sluice dkim keygen %s, and publish the record it prints, so that the signature is the domain's own", in.Domain)})
+		keys = append(append([]*dkim.Key(nil), keys...), in.FallbackKeys...)
+	} else if len(keys) == 0 {
+		return checked{}, []Finding{{"dkim", Fail, fmt.Sprintf("Sluice has no DKIM key for %s, so its mail goes out unsigned", in.Domain),
 			fmt.Sprintf("run: sluice dkim keygen %s, and publish the record it prints", in.Domain)}}
 	}
-	var out []Finding
-	activeOK := false
-	for _, k := range in.Keys {
+	var res checked
+	for _, k := range keys {
 		sev := Fail
 		if k.State == dkim.Pending {
 			sev = Warn
 		}
 		txts, err := in.Resolver.LookupTXT(ctx, k.Name())
+		if dnsFailed(err) {
+			res.unknown = res.unknown || k.State == dkim.Active
+			out = append(out, unchecked("dkim", k.Name()+" ("+k.Algo+", "+k.State+")", err))
+			continue
+		}
 		if err != nil {
 			out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s (%s, %s) is not published", k.Name(), k.Algo, k.State),
 				fmt.Sprintf("publish: sluice dkim record %s --selector %s", k.Domain, k.Selector)})
@@ -208,7 +243,7 @@ func checkDKIM(ctx context.Context, in Input) (bool, []Finding) {
 			default:
 				out = append(out, Finding{"dkim", OK, fmt.Sprintf("%s (%s, %s) is published and matches", k.Name(), k.Algo, k.State), ""})
 				if k.State == dkim.Active {
-					activeOK = true
+					res.domains = append(res.domains, k.Domain)
 				}
 			}
 			break
@@ -218,39 +253,47 @@ func checkDKIM(ctx context.Context, in Input) (bool, []Finding) {
 				fmt.Sprintf("publish: sluice dkim record %s --selector %s", k.Domain, k.Selector)})
 		}
 	}
-	return activeOK, out
+	return res, out
 }
 
-func checkDMARC(ctx context.Context, in Input, spfOK, dkimOK bool) []Finding {
-	name := "_dmarc." + in.Domain
-	txts, err := in.Resolver.LookupTXT(ctx, name)
-	if err != nil && !isNotFound(err) {
-		return []Finding{{"dmarc", Warn, fmt.Sprintf("TXT lookup for %s failed: %v", name, err), "check that the domain's name servers answer"}}
+func checkDMARC(ctx context.Context, in Input, spfRes, dkimRes checked) []Finding {
+	pol, err := lookupDMARC(ctx, in.Resolver, in.Domain)
+	if err != nil {
+		return []Finding{unchecked("dmarc", "the DMARC record of "+in.Domain, err)}
 	}
-	var rec *dmarc.Record
-	for _, t := range txts {
-		if r, err := dmarc.Parse(t); err == nil {
-			rec = r
-			break
-		}
-	}
-	if rec == nil {
+	if pol == nil {
+		name := "_dmarc." + in.Domain
 		return []Finding{{"dmarc", Warn, fmt.Sprintf("%s has no DMARC record; Gmail and Yahoo require one from bulk senders", in.Domain),
 			fmt.Sprintf("publish TXT \"v=DMARC1; p=none; rua=mailto:dmarc@%s\" at %s, then tighten p= once reports are clean", in.Domain, name)}}
 	}
-	aligned := dkimOK || spfOK
-	switch {
-	case aligned:
-		how := "DKIM"
-		if !dkimOK {
+	where := ""
+	if pol.at != "_dmarc."+in.Domain {
+		where = fmt.Sprintf(" (from %s, the organizational domain's record)", pol.at)
+	}
+	// SPF is checked for the domain itself (postmaster@domain), so its
+	// identifier is the domain; DKIM's are the signing keys' domains.
+	switch how := pol.alignment(in.Domain, dkimRes.domains, in.Domain, spfRes.pass); {
+	case how != "":
+		if how == "SPF" {
 			how = "SPF only"
 		}
-		return []Finding{{"dmarc", OK, fmt.Sprintf("DMARC p=%s; Sluice's mail aligns through %s", rec.Policy, how), ""}}
-	case rec.Policy == dmarc.PolicyReject || rec.Policy == dmarc.PolicyQuarantine:
-		return []Finding{{"dmarc", Fail, fmt.Sprintf("DMARC p=%s but neither DKIM nor SPF of Sluice's mail aligns with %s: receivers will %s it", rec.Policy, in.Domain, rec.Policy),
-			"fix the DKIM and SPF findings above"}}
+		return []Finding{{"dmarc", OK, fmt.Sprintf("DMARC p=%s%s; Sluice's mail aligns through %s", pol.policy, where, how), ""}}
+	case spfRes.unknown || dkimRes.unknown:
+		return []Finding{{"dmarc", Error, fmt.Sprintf("could not check whether Sluice's mail aligns with DMARC p=%s%s: an SPF or DKIM lookup failed", pol.policy, where),
+			"retry once the lookups above succeed"}}
 	}
-	return []Finding{{"dmarc", Warn, fmt.Sprintf("DMARC p=%s, but Sluice's mail does not align yet", rec.Policy), "fix the DKIM and SPF findings above"}}
+	why := "neither DKIM nor SPF of Sluice's mail aligns with " + in.Domain
+	if len(dkimRes.domains) > 0 {
+		why = fmt.Sprintf("the DKIM signature (d=%s) does not align with %s under %s, and SPF does not pass", dkimRes.domains[0], in.Domain, pol.modes())
+	}
+	fix := "fix the DKIM and SPF findings above"
+	if len(dkimRes.domains) > 0 {
+		fix = fmt.Sprintf("create a DKIM key for %s (sluice dkim keygen %s) or relax the DMARC record to adkim=r", in.Domain, in.Domain)
+	}
+	if pol.policy == dmarc.PolicyReject || pol.policy == dmarc.PolicyQuarantine {
+		return []Finding{{"dmarc", Fail, fmt.Sprintf("DMARC p=%s%s, but %s: receivers will %s it", pol.policy, where, why, pol.policy), fix}}
+	}
+	return []Finding{{"dmarc", Warn, fmt.Sprintf("DMARC p=%s%s refuses nothing yet, but %s", pol.policy, where, why), fix}}
 }
 
 func checkPTR(ctx context.Context, in Input) []Finding {
@@ -258,15 +301,21 @@ func checkPTR(ctx context.Context, in Input) []Finding {
 	helo := strings.ToLower(strings.TrimSuffix(in.HELO, "."))
 	for _, ip := range in.Egress {
 		names, err := in.Resolver.LookupAddr(ctx, ip.String())
-		if err != nil || len(names) == 0 {
+		if dnsFailed(err) {
+			out = append(out, unchecked("ptr", "the PTR record of "+ip.String(), err))
+			continue
+		}
+		if len(names) == 0 {
 			out = append(out, Finding{"ptr", Fail, fmt.Sprintf("%s has no PTR record: Gmail and Microsoft refuse mail from it (550 5.7.25)", ip),
 				fmt.Sprintf("ask the owner of %s (your hosting provider) to set its reverse DNS to %s", ip, helo)})
 			continue
 		}
 		confirmed := ""
+		var fwdErr error
 		for _, n := range names {
 			addrs, err := in.Resolver.LookupIPAddr(ctx, n)
-			if err != nil {
+			if dnsFailed(err) {
+				fwdErr = err
 				continue
 			}
 			for _, a := range addrs {
@@ -276,6 +325,8 @@ func checkPTR(ctx context.Context, in Input) []Finding {
 			}
 		}
 		switch {
+		case confirmed == "" && fwdErr != nil:
+			out = append(out, unchecked("ptr", fmt.Sprintf("whether the PTR %s of %s resolves back", strings.Join(names, ","), ip), fwdErr))
 		case confirmed == "":
 			out = append(out, Finding{"ptr", Fail, fmt.Sprintf("%s has PTR %s, but that name does not resolve back to %s (no forward-confirmed reverse DNS)", ip, strings.Join(names, ","), ip),
 				fmt.Sprintf("add an %s record for %s pointing to %s", recordType(ip), strings.TrimSuffix(names[0], "."), ip)})

@@ -9,21 +9,21 @@ import (
 
 	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-msgauth/dmarc"
-	"golang.org/x/net/publicsuffix"
 
 	"sluice/dkim"
 )
 
 // Precheck refuses, at submission, mail that receivers would reject for the
 // sender domain's own DNS: an SPF record that hard-fails our egress
-// addresses, or DMARC p=reject that neither our DKIM signature nor SPF can
-// satisfy. Relaying such mail only produces bounces and hurts the relay's
-// reputation. DNS answers come from a caching resolver (cached for their
-// TTL); a DNS failure never refuses mail.
+// addresses, or DMARC p=reject (found at the domain or its organizational
+// domain) that neither our DKIM signature nor SPF can satisfy under the
+// record's adkim/aspf modes. Relaying such mail only produces bounces and
+// hurts the relay's reputation. DNS answers come from a caching resolver
+// (cached for their TTL); a DNS failure never refuses mail.
 type Precheck struct {
 	Resolver Resolver
 	Keys     *dkim.Keyring
-	Fallback string   // DKIM fallback signing domain (not aligned, by design)
+	Fallback string   // DKIM fallback signing domain: aligned only when it shares the From domain's organizational domain (relaxed)
 	Egress   []net.IP // empty: SPF cannot be judged, so it is not
 	HELO     string
 	Log      *slog.Logger
@@ -47,12 +47,13 @@ func (p *Precheck) CheckSender(ctx context.Context, fromDomain, envFrom string) 
 	envDomain := strings.ToLower(envFrom[strings.LastIndexByte(envFrom, '@')+1:])
 
 	spfPass := len(p.Egress) > 0
+	var notPassing net.IP
 	for _, ip := range p.Egress {
 		res, err := spf.CheckHostWithSender(ip, p.HELO, envFrom, spf.WithResolver(p.Resolver), spf.WithContext(ctx))
 		switch res {
 		case spf.Fail:
 			return &Refusal{Rule: "spf", Message: fmt.Sprintf(
-				"the SPF record of %s does not allow this server (%s) to send for it, so receivers would reject the message; add %s to the SPF record of %s",
+				"the SPF record of %s does not allow this server (%s) to send for it, so receivers would reject the message; add %s to the SPF record of %s in your domain's DNS, or ask your hosting provider to do it",
 				envDomain, ip, ipMech(ip), envDomain)}
 		case spf.Pass:
 		case spf.TempError:
@@ -60,81 +61,77 @@ func (p *Precheck) CheckSender(ctx context.Context, fromDomain, envFrom string) 
 			return nil
 		default:
 			spfPass = false
+			if notPassing == nil {
+				notPassing = ip
+			}
 		}
 	}
 
-	rec, err := p.lookupDMARC(ctx, fromDomain)
-	if err != nil || rec == nil || rec.Policy != dmarc.PolicyReject {
+	pol, err := lookupDMARC(ctx, p.Resolver, fromDomain)
+	if err != nil {
+		p.Log.Debug("precheck: DMARC lookup failed; not judging", "domain", fromDomain, "err", err)
 		return nil
 	}
-	if p.dkimAligned(ctx, fromDomain) {
+	if pol == nil || pol.policy != dmarc.PolicyReject {
 		return nil
 	}
 	if len(p.Egress) == 0 {
 		return nil // SPF unknown: do not guess
 	}
-	if spfPass && aligned(envDomain, fromDomain, rec.SPFAlignment) {
+	sigs, unpublished, known := p.signatureDomains(ctx, fromDomain)
+	if !known {
+		return nil // a DKIM lookup failed: cannot tell
+	}
+	if pol.alignment(fromDomain, sigs, envDomain, spfPass) != "" {
 		return nil
 	}
-	return &Refusal{Rule: "dmarc", Message: fmt.Sprintf(
-		"%s publishes DMARC p=reject, but this message would pass neither DKIM nor SPF for it, so receivers would reject it; publish the DKIM record that `sluice dns records %s` prints",
-		fromDomain, fromDomain)}
+	return &Refusal{Rule: "dmarc", Message: dmarcAdvice(fromDomain, envDomain, pol, unpublished, notPassing)}
 }
 
-func (p *Precheck) lookupDMARC(ctx context.Context, domain string) (*dmarc.Record, error) {
-	for _, d := range []string{domain, orgDomain(domain)} {
-		txts, err := p.Resolver.LookupTXT(ctx, "_dmarc."+d)
-		if err != nil {
-			if isNotFound(err) {
-				if d == orgDomain(domain) {
-					return nil, nil
-				}
-				continue
-			}
-			return nil, err
-		}
-		for _, t := range txts {
-			if r, err := dmarc.Parse(t); err == nil {
-				return r, nil
-			}
-		}
+// dmarcAdvice is the one sentence a site owner can act on: the record of
+// their domain to change, or whom to ask.
+func dmarcAdvice(fromDomain, envDomain string, pol *dmarcPolicy, unpublished *dkim.Key, ip net.IP) string {
+	head := fmt.Sprintf("%s publishes DMARC p=reject, but mail from this server passes neither DKIM nor SPF for it, so receivers would reject it; ", fromDomain)
+	if pol.at != "_dmarc."+fromDomain {
+		head = fmt.Sprintf("%s falls under the DMARC record at %s (reject), but mail from this server passes neither DKIM nor SPF for it, so receivers would reject it; ", fromDomain, pol.at)
 	}
-	return nil, nil
+	var fixes []string
+	if ip != nil && aligned(envDomain, fromDomain, pol.rec.SPFAlignment) {
+		fixes = append(fixes, fmt.Sprintf("add %s to the SPF record of %s", ipMech(ip), envDomain))
+	}
+	if unpublished != nil {
+		fixes = append(fixes, fmt.Sprintf("publish the DKIM record %s that your mail provider gives you", unpublished.Name()))
+	}
+	if len(fixes) == 0 {
+		return head + fmt.Sprintf("ask your mail provider to set up DKIM signing for %s, or set p=none in the DMARC record at %s until it is", fromDomain, pol.at)
+	}
+	return head + strings.Join(fixes, ", or ") + " in your domain's DNS, or ask your mail provider to do it"
 }
 
-// dkimAligned reports whether Sluice's signature for fromDomain would pass
-// and align: an active key of the From domain (or of its organizational
-// domain) whose published record matches.
-func (p *Precheck) dkimAligned(ctx context.Context, fromDomain string) bool {
-	for _, k := range p.Keys.SigningKeys(fromDomain) {
+// signatureDomains returns the d= domains of the signatures Sluice would
+// add for fromDomain that verify against the published keys (its own
+// keys, else the fallback domain's), the first active key whose record is
+// missing or different, and whether it could tell (false: a lookup
+// failed).
+func (p *Precheck) signatureDomains(ctx context.Context, fromDomain string) ([]string, *dkim.Key, bool) {
+	keys := p.Keys.SigningKeys(fromDomain)
+	if len(keys) == 0 && p.Fallback != "" {
+		keys = p.Keys.SigningKeys(p.Fallback)
+	}
+	var unpublished *dkim.Key
+	for _, k := range keys {
 		txts, err := p.Resolver.LookupTXT(ctx, k.Name())
-		if err != nil {
-			if !isNotFound(err) {
-				return true // cannot tell: do not refuse
-			}
-			continue
+		if dnsFailed(err) {
+			return nil, nil, false
 		}
 		for _, t := range txts {
 			if tags(t)["p"] == k.PublicKeyBase64() {
-				return true
+				return []string{k.Domain}, nil, true
 			}
 		}
+		if unpublished == nil {
+			unpublished = k
+		}
 	}
-	return false
-}
-
-func orgDomain(d string) string {
-	o, err := publicsuffix.EffectiveTLDPlusOne(d)
-	if err != nil {
-		return d
-	}
-	return o
-}
-
-// aligned applies DMARC identifier alignment (RFC 7489 3.1).
-func aligned(a, b string, mode dmarc.AlignmentMode) bool {
-	if mode == dmarc.AlignmentStrict {
-		return a == b
-	}
-	return orgDomain(a) == orgDomain(b)
+	return nil, unpublished, true
 }

@@ -17,12 +17,14 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Resolver queries Server and caches answers.
+// Resolver queries Server and caches answers. New sets the defaults; a
+// Resolver built as a literal works too (Timeout 3 s, MaxTTL 1 h when
+// zero).
 type Resolver struct {
-	Server  string        // "host:port"
-	Timeout time.Duration // per query
-	MaxTTL  time.Duration // cap on cached TTLs
-	now     func() time.Time
+	Server  string           // "host:port"
+	Timeout time.Duration    // per query
+	MaxTTL  time.Duration    // cap on cached TTLs
+	now     func() time.Time // nil: time.Now
 
 	mu    sync.Mutex
 	cache map[cacheKey]cacheEntry
@@ -65,7 +67,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 	name = dns.Fqdn(strings.ToLower(name))
 	key := cacheKey{name, qtype}
 	r.mu.Lock()
-	if e, ok := r.cache[key]; ok && r.now().Before(e.expires) {
+	if e, ok := r.cache[key]; ok && r.clock().Before(e.expires) {
 		r.mu.Unlock()
 		if e.rcode == dns.RcodeNameError || len(e.rrs) == 0 {
 			return nil, notFound(name)
@@ -77,7 +79,11 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.SetEdns0(1232, false)
-	c := &dns.Client{Timeout: r.Timeout}
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = 3 * time.Second
+	}
+	c := &dns.Client{Timeout: timeout}
 	in, _, err := c.ExchangeContext(ctx, m, r.Server)
 	if err == nil && in.Truncated {
 		c.Net = "tcp"
@@ -89,8 +95,12 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 	if in.Rcode != dns.RcodeSuccess && in.Rcode != dns.RcodeNameError {
 		return nil, &net.DNSError{Err: dns.RcodeToString[in.Rcode], Name: name, Server: r.Server, IsTemporary: true}
 	}
+	maxTTL := r.MaxTTL
+	if maxTTL <= 0 {
+		maxTTL = time.Hour
+	}
 	var rrs []dns.RR
-	ttl := r.MaxTTL
+	ttl := maxTTL
 	for _, rr := range in.Answer {
 		if rr.Header().Rrtype == qtype {
 			rrs = append(rrs, rr)
@@ -100,18 +110,25 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 		}
 	}
 	if len(rrs) == 0 {
-		ttl = negativeTTL(in, r.MaxTTL)
+		ttl = negativeTTL(in, maxTTL)
 	}
 	r.mu.Lock()
-	if len(r.cache) > 100000 {
+	if r.cache == nil || len(r.cache) > 100000 {
 		r.cache = map[cacheKey]cacheEntry{}
 	}
-	r.cache[key] = cacheEntry{rrs: rrs, rcode: in.Rcode, expires: r.now().Add(ttl)}
+	r.cache[key] = cacheEntry{rrs: rrs, rcode: in.Rcode, expires: r.clock().Add(ttl)}
 	r.mu.Unlock()
 	if len(rrs) == 0 {
 		return nil, notFound(name)
 	}
 	return rrs, nil
+}
+
+func (r *Resolver) clock() time.Time {
+	if r.now == nil {
+		return time.Now()
+	}
+	return r.now()
 }
 
 // negativeTTL is the SOA minimum of a negative answer (RFC 2308), or 60 s.
