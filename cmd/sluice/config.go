@@ -122,10 +122,11 @@ type Config struct {
 		MinVolume         int                          `toml:"volume_minimum"`
 		AbuseContact      string                       `toml:"abuse_contact"`
 		Rspamd            struct {
-			URL      string   `toml:"url"`
-			Password string   `toml:"password"`
-			Budget   Duration `toml:"budget"`
-			Fallback string   `toml:"fallback"`
+			URL       string   `toml:"url"`
+			Password  string   `toml:"password"`
+			Budget    Duration `toml:"budget"`
+			Fallback  string   `toml:"fallback"`
+			AddHeader string   `toml:"add_header"`
 		} `toml:"rspamd"`
 	} `toml:"screen"`
 	Spool struct {
@@ -200,6 +201,7 @@ func defaultConfig() *Config {
 	c.Screen.NewRecipientsHour = 1000
 	c.Screen.Rspamd.Budget = Duration{2 * time.Second}
 	c.Screen.Rspamd.Fallback = "accept"
+	c.Screen.Rspamd.AddHeader = "mark"
 	c.Screen.VolumeMultiple = 10
 	c.Screen.MinVolume = 200
 	c.Relay.Mode = "mx"
@@ -329,6 +331,9 @@ func (c *Config) check() error {
 	case "reject", "limit", "allow":
 	default:
 		return fmt.Errorf("[screen] webform %q: use \"reject\", \"limit\" or \"allow\"", c.Screen.WebForm)
+	}
+	if a := c.Screen.Rspamd.AddHeader; a != "mark" && a != "hold" {
+		return fmt.Errorf("[screen.rspamd] add_header %q: use \"mark\" or \"hold\"", a)
 	}
 	if f := c.Screen.Rspamd.Fallback; f != "accept" && f != "defer" {
 		return fmt.Errorf("[screen.rspamd] fallback %q: use \"accept\" or \"defer\"", f)

@@ -156,7 +156,8 @@ const dcRSAKeyName = "s1-rsa._domainkey.dc.test"
 
 // TestDNSCheckResolverDown: with no resolver answering, every check says
 // it could not check and asks to retry; none claims a record is missing,
-// and the exit status is not the "receivers would reject" 1.
+// and the exit status is 3 (could not check), not the "receivers would
+// reject" 1.
 func TestDNSCheckResolverDown(t *testing.T) {
 	t.Parallel()
 	s, _ := dcSetup(t, "127.0.0.1:9") // nothing listens on the discard port
@@ -174,8 +175,8 @@ func TestDNSCheckResolverDown(t *testing.T) {
 	if !strings.Contains(r.stdout, "retry") {
 		t.Errorf("the findings do not say to retry")
 	}
-	if r.exit == 1 {
-		t.Errorf("exit status 1 (receivers would reject) for a resolver failure")
+	if r.exit != 3 {
+		t.Errorf("exit status %d for a resolver failure, want 3 (could not check; retry)", r.exit)
 	}
 	if t.Failed() {
 		t.Logf("sluice dns check dc.test:\n%s", r)

@@ -19,11 +19,24 @@ const dnsUsage = `usage:
   sluice dns records DOMAIN   the records to publish (SPF, DKIM, DMARC, and the SRV records
                               that let mail clients find the submission ports)`
 
-// errFindings makes `dns check` exit non-zero without a second message.
-type errFindings struct{ n int }
+// errFindings makes `dns check` exit 1 when receivers would reject or junk
+// the domain's mail, and 3 when only the resolver failed (nothing was
+// proven wrong; check again).
+type errFindings struct{ fails, unchecked int }
 
 func (e errFindings) Error() string {
-	return fmt.Sprintf("%d finding(s) would make receivers reject or junk mail", e.n)
+	if e.fails == 0 {
+		return fmt.Sprintf("%d check(s) could not be made because the resolver failed; run it again", e.unchecked)
+	}
+	return fmt.Sprintf("%d finding(s) would make receivers reject or junk mail", e.fails)
+}
+
+// ExitCode is the process exit status for this error.
+func (e errFindings) ExitCode() int {
+	if e.fails == 0 {
+		return 3
+	}
+	return 1
 }
 
 func cmdDNS(args []string, stdout io.Writer) error {
@@ -63,19 +76,26 @@ func cmdDNS(args []string, stdout io.Writer) error {
 	case "check":
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		fsd := dnscheck.Check(ctx, dnscheck.Input{Domain: domain, Keys: keys, Egress: egress, HELO: cfg.heloName(), Resolver: resolver.New(cfg.DNS.Resolver)})
-		fails := 0
+		in := dnscheck.Input{Domain: domain, Keys: keys, Egress: egress, HELO: cfg.heloName(), Resolver: resolver.New(cfg.DNS.Resolver)}
+		if fb := strings.ToLower(cfg.DKIM.FallbackDomain); fb != "" && fb != domain && len(ring.SigningKeys(domain)) == 0 {
+			in.FallbackKeys = ring.SigningKeys(fb)
+		}
+		fsd := dnscheck.Check(ctx, in)
+		fails, unchecked := 0, 0
 		for _, f := range fsd {
 			fmt.Fprintf(stdout, "%-4s  %-5s  %s\n", f.Status, f.Check, f.Detail)
 			if f.Fix != "" {
 				fmt.Fprintf(stdout, "             fix: %s\n", f.Fix)
 			}
-			if f.Status == dnscheck.Fail {
+			switch f.Status {
+			case dnscheck.Fail:
 				fails++
+			case dnscheck.Error:
+				unchecked++
 			}
 		}
-		if fails > 0 {
-			return errFindings{fails}
+		if fails+unchecked > 0 {
+			return errFindings{fails, unchecked}
 		}
 		return nil
 	case "records":

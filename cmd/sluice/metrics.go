@@ -41,7 +41,7 @@ func newMetrics(sp *spool.Spool, q *screen.Quota) *metrics {
 		Help: "Messages at the end of DATA. verdict: queued, held, refused. stage (for refused): data, hygiene, header, header-sender, screen, precheck, dkim, quota, spool; accepted otherwise."},
 		[]string{"verdict", "stage"})
 	m.verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_screen_verdicts_total",
-		Help: "Content-rule verdicts other than accept. rule: headers, loop, webform, attachments, links, compromise, rspamd. action: reject, defer, hold."},
+		Help: "Content-rule verdicts other than accept. rule: headers, loop, webform, attachments, links, compromise, rspamd. action: reject, defer, hold, mark (accepted with X-Spam headers)."},
 		[]string{"rule", "action"})
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_deliveries_total",
 		Help: "Delivery outcomes per recipient. result: delivered, deferred, failed. category: the `sluice explain` category of the last reply (" + categoryList() + ")."},

@@ -89,6 +89,9 @@ func (rt *runtimeParts) apply(cfg *Config) {
 		}
 		rt.precheck.p.Store(pc)
 	} else {
+		if cfg.DKIM.Precheck {
+			rt.log.Warn("[dkim] precheck is on but [relay] source_ips is empty, so the DNS pre-check is off; set source_ips to the addresses Sluice sends from, or precheck = false")
+		}
 		rt.precheck.p.Store(nil)
 	}
 	rt.st.quota.SetConfig(quotaConfig(cfg))

@@ -145,7 +145,7 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Su
 	}
 	if sc.Rspamd.URL != "" {
 		p.Rules = append(p.Rules, &screen.Rspamd{URL: sc.Rspamd.URL, Password: sc.Rspamd.Password, Budget: sc.Rspamd.Budget.Duration,
-			Fallback: sc.Rspamd.Fallback, Log: log})
+			Fallback: sc.Rspamd.Fallback, AddHeader: sc.Rspamd.AddHeader, Log: log})
 	}
 	for who, o := range sc.Overrides {
 		p.Overrides[strings.ToLower(who)] = screen.ActionOverrides(o)

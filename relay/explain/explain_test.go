@@ -28,6 +28,7 @@ var cases = []tcase{
 	{"451 too busy", "451 ESMTP MailEnable Service temporarily refused connection at 10:22:07 from IP [203.0.113.7] because the server is too busy", TempFailure, 451, "", false},
 	{"452 too many recipients", "452 Too many recipients", RateLimited, 452, "", false},
 	{"Gmail direct from end-user IP", "550-5.7.1 [2001:db8::7] The IP you're using to send mail is not authorized to send email directly to our servers. Please use the SMTP relay at your service provider instead.", BlockList, 550, "5.7.1", true},
+	{"Sluice Rspamd rated, overridden to reject", "550 5.7.1 the content scanner rated this message as probable spam (score 7.5, refused from 15.0; GTUBE); remove what triggers it", Spam, 550, "5.7.1", true},
 	{"Sluice long line", "554 5.6.0 line 3 of the message is longer than 998 characters; configure the sending program to wrap lines", Malformed, 554, "5.6.0", true},
 	{"Postfix line too long", "500 5.5.2 Error: line too long", Malformed, 500, "5.5.2", true},
 	{"452 no remote domains", "452 You are not permitted to send to remote domains", Policy, 452, "", false},

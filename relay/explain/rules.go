@@ -67,7 +67,7 @@ var rules = []rule{
 		return t.has("forward loop", "form or script in a loop", "mail loop", "loop detected", "looping", "hop count", "too many hops", "routing loop")
 	}},
 	{cat: RateLimited, adv: advOwnQuota, match: func(t *text) bool { return t.has("has sent its") && t.has("this hour") }},
-	{cat: Spam, adv: advOwnScanner, match: func(t *text) bool { return t.has("content scanner judged") }},
+	{cat: Spam, adv: advOwnScanner, match: func(t *text) bool { return t.has("content scanner judged", "content scanner rated") }},
 	{cat: RateLimited, adv: advOwnScannerDefer, match: func(t *text) bool { return t.has("content scanner deferred") }},
 	{cat: BlockList, adv: advDirectIP, match: func(t *text) bool {
 		return t.has("not authorized to send email directly", "dynamic ip", "dynamic address", "residential ip",
