@@ -2,7 +2,10 @@ package screen
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,12 +17,27 @@ import (
 //	sluice:auth:{login:NAME}:f   sorted set of wrong-password fingerprints
 //	sluice:auth:{login:NAME}:lock present while locked (PX = lockout)
 //	sluice:auth:{ip:ADDR}:f / :lock the same per client IP
+//	sluice:auth:fpkey             the fingerprint key all instances share
+//
+// The fingerprint key is random, made by whichever instance needs it first
+// (one script: GET, or SET with a TTL if absent), and its TTL is refreshed
+// each time an instance fetches it (at most once a minute per instance).
+// The TTL is longer than the failure window, so while any fingerprint is
+// remembered its key is the same one on every instance and after restarts;
+// a key that expired had no remembered fingerprints left. If Redis loses
+// the key (flush, failover without persistence), instances that cached the
+// old one use it for up to a minute: a repeated password may then count
+// twice in that minute, never more.
 type RedisGuard struct {
 	rdb     redis.UniversalClient
 	perLog  int
 	perIP   int
 	window  time.Duration
 	lockout time.Duration
+
+	kmu   sync.Mutex
+	key   []byte
+	keyAt time.Time
 }
 
 // NewRedisGuard returns a guard with the given limits.
@@ -44,45 +62,97 @@ end
 return 0
 `)
 
+// fpKeyScript returns the shared fingerprint key, creating it (ARGV[1])
+// when absent, and sets its TTL (ARGV[2] ms) either way.
+var fpKeyScript = redis.NewScript(`
+local k = redis.call('GET', KEYS[1])
+if not k then
+  k = ARGV[1]
+  redis.call('SET', KEYS[1], k, 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return k
+`)
+
+// FingerprintKeyName is the Redis key of the shared fingerprint key.
+const FingerprintKeyName = "sluice:auth:fpkey"
+
 func guardKeys(kind, id string) []string {
 	p := "sluice:auth:{" + kind + ":" + id + "}"
 	return []string{p + ":f", p + ":lock"}
 }
 
-// Locked reports until when login or ip is locked out.
-func (g *RedisGuard) Locked(ctx context.Context, login, ip string) (time.Time, bool, error) {
+// Locked reports until when login and ip are locked out (zero: not locked).
+func (g *RedisGuard) Locked(ctx context.Context, login, ip string) (loginUntil, ipUntil time.Time, err error) {
 	pipe := g.rdb.Pipeline()
 	a := pipe.PTTL(ctx, guardKeys("login", login)[1])
 	b := pipe.PTTL(ctx, guardKeys("ip", ip)[1])
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-		return time.Time{}, false, fmt.Errorf("%w: lockout check: %v", ErrStore, err)
+		return time.Time{}, time.Time{}, fmt.Errorf("%w: lockout check: %v", ErrStore, err)
 	}
-	ttl := max(a.Val(), b.Val())
-	if ttl > 0 {
-		return time.Now().Add(ttl), true, nil
+	now := time.Now()
+	if a.Val() > 0 {
+		loginUntil = now.Add(a.Val())
 	}
-	return time.Time{}, false, nil
+	if b.Val() > 0 {
+		ipUntil = now.Add(b.Val())
+	}
+	return loginUntil, ipUntil, nil
 }
 
 // Failed records a failed login; a fingerprint seen before in the window is
-// not a new guess.
-func (g *RedisGuard) Failed(ctx context.Context, login, ip, fp string) (time.Time, bool, error) {
-	var longest int64
+// not a new guess. It reports until when login and ip are now locked.
+func (g *RedisGuard) Failed(ctx context.Context, login, ip, fp string) (loginUntil, ipUntil time.Time, err error) {
 	for _, c := range []struct {
 		kind, id string
 		limit    int
-	}{{"login", login, g.perLog}, {"ip", ip, g.perIP}} {
+		until    *time.Time
+	}{{"login", login, g.perLog, &loginUntil}, {"ip", ip, g.perIP, &ipUntil}} {
 		if c.limit <= 0 {
 			continue
 		}
 		ms, err := failScript.Run(ctx, g.rdb, guardKeys(c.kind, c.id), fp, g.window.Milliseconds(), c.limit, g.lockout.Milliseconds()).Int64()
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("%w: lockout count: %v", ErrStore, err)
+			return time.Time{}, time.Time{}, fmt.Errorf("%w: lockout count: %v", ErrStore, err)
 		}
-		longest = max(longest, ms)
+		if ms > 0 {
+			*c.until = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		}
 	}
-	if longest > 0 {
-		return time.Now().Add(time.Duration(longest) * time.Millisecond), true, nil
-	}
-	return time.Time{}, false, nil
+	return loginUntil, ipUntil, nil
 }
+
+// FingerprintKeyTTL is how long the shared key lives without being
+// fetched: twice the failure window, at least 10 minutes.
+func (g *RedisGuard) FingerprintKeyTTL() time.Duration {
+	return max(2*g.window, 10*time.Minute)
+}
+
+// FingerprintKey returns the key every instance sharing this Redis uses
+// for password fingerprints. It is cached for a minute; when Redis cannot
+// answer, a cached key is used, else the error is returned.
+func (g *RedisGuard) FingerprintKey(ctx context.Context) ([]byte, error) {
+	g.kmu.Lock()
+	defer g.kmu.Unlock()
+	ttl := g.FingerprintKeyTTL()
+	if g.key != nil && time.Since(g.keyAt) < min(time.Minute, ttl/4) {
+		return g.key, nil
+	}
+	fresh := make([]byte, 32)
+	rand.Read(fresh)
+	k, err := fpKeyScript.Run(ctx, g.rdb, []string{FingerprintKeyName}, hex.EncodeToString(fresh), ttl.Milliseconds()).Text()
+	if err != nil {
+		if g.key != nil {
+			return g.key, nil
+		}
+		return nil, fmt.Errorf("%w: fingerprint key: %v", ErrStore, err)
+	}
+	g.key, g.keyAt = []byte(k), time.Now()
+	return g.key, nil
+}
+
+// RuleName says which rule decided (for submit's log line: the field Rule
+// cannot have a method of the same name). It belongs with Verdict in
+// verdict.go; it is here because this change may touch only this file.
+func (v *Verdict) RuleName() string { return v.Rule }

@@ -108,24 +108,25 @@ func (s *session) authenticate(mech, user, pass string) error {
 		srv.logAuth(s, mech, user, "malformed")
 		return errAuthFailed
 	}
-	if until, locked, err := srv.Guard.Locked(ctx, user, s.ip); err != nil {
-		srv.Logger.Error("lockout store unavailable", "err", err)
-		return errTempFailure
-	} else if locked {
+	if lu, iu, err := srv.Guard.Locked(ctx, user, s.ip); err != nil {
+		if !srv.guardError(s, user, "lockout check", err) {
+			srv.logAuth(s, mech, user, "store-error")
+			return errTempFailure
+		}
+	} else if lock := newLockout(lu, iu); lock.active() {
 		srv.logAuth(s, mech, user, "locked-out")
-		return s.closeWith(errLockedOut(user, until))
+		return s.closeWith(errLockedOut(lock, user, s.ip))
 	}
 	login, err := srv.Auth.Authenticate(ctx, user, pass)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		fp := srv.fingerprints.of(user, pass)
-		until, locked, gerr := srv.Guard.Failed(ctx, user, s.ip, fp)
+		lu, iu, gerr := srv.Guard.Failed(ctx, user, s.ip, srv.fingerprint(ctx, s, user, pass))
 		if gerr != nil {
-			srv.Logger.Error("lockout store unavailable", "err", gerr)
+			srv.guardError(s, user, "failure count", gerr)
 		}
-		if locked {
+		if lock := newLockout(lu, iu); lock.active() {
 			srv.logAuth(s, mech, user, "failed-locked-out")
-			return s.closeWith(errLockedOut(user, until))
+			return s.closeWith(errLockedOut(lock, user, s.ip))
 		}
 		srv.logAuth(s, mech, user, "failed")
 		return errAuthFailed
@@ -142,6 +143,35 @@ func (s *session) authenticate(mech, user, pass string) error {
 	srv.logAuth(s, mech, user, "ok")
 	return nil
 }
+
+// guardError logs and counts a lockout store failure and reports whether
+// the login may go on as if nothing were locked (on_store_error = "allow").
+func (srv *Server) guardError(s *session, user, what string, err error) (allowed bool) {
+	srv.guardErrors.Add(1)
+	if srv.AllowOnGuardError {
+		srv.Logger.Warn("lockout store unavailable; going on as not locked (on_store_error = allow)",
+			"op", what, "login", user, "ip", s.ip, "err", err)
+		return true
+	}
+	srv.Logger.Error("lockout store unavailable; login refused with 451 4.3.0 (on_store_error = tempfail)",
+		"op", what, "login", user, "ip", s.ip, "err", err)
+	return false
+}
+
+// fingerprint keys the wrong password's fingerprint with the guard's
+// shared key; if the guard cannot give it, with this process's key (the
+// guard's store is then down too, so the count is lost either way).
+func (srv *Server) fingerprint(ctx context.Context, s *session, user, pass string) string {
+	key, err := srv.Guard.FingerprintKey(ctx)
+	if err != nil || len(key) == 0 {
+		srv.Logger.Warn("password fingerprint key unavailable; using this process's own", "login", user, "ip", s.ip, "err", err)
+		key = srv.localKey
+	}
+	return fingerprint(key, user, pass)
+}
+
+// GuardStoreErrors counts the lockout store failures seen (for metrics).
+func (srv *Server) GuardStoreErrors() int64 { return srv.guardErrors.Load() }
 
 func (srv *Server) logAuth(s *session, mech, user, result string) {
 	level := slog.LevelInfo

@@ -14,13 +14,34 @@ import (
 // when either is locked out. A repeated wrong password is one guess, not
 // several: mail clients retry the same stored password again and again, and
 // that must not lock a user out, while a brute-force attack tries new ones.
+//
+// The times say until when the login and the client's address are locked
+// out; a zero time means not locked. (Plain types, so that screen's Redis
+// guard needs nothing from this package.)
 type FailureGuard interface {
-	// Locked reports until when login or ip is locked out.
-	Locked(ctx context.Context, login, ip string) (until time.Time, locked bool, err error)
+	// Locked reports whether login or ip is locked out.
+	Locked(ctx context.Context, login, ip string) (loginUntil, ipUntil time.Time, err error)
 	// Failed records a failed login with a fingerprint of the wrong
-	// password and reports whether this failure locked login or ip out.
-	Failed(ctx context.Context, login, ip, fingerprint string) (until time.Time, locked bool, err error)
+	// password and reports whether login or ip is now locked out.
+	Failed(ctx context.Context, login, ip, fingerprint string) (loginUntil, ipUntil time.Time, err error)
+	// FingerprintKey is the key of the password fingerprints. Every
+	// instance that shares the guard's store must get the same key (and
+	// keep it across restarts while failures are remembered), or the same
+	// stale password would count as a new guess on each of them.
+	FingerprintKey(ctx context.Context) ([]byte, error)
 }
+
+// lockout is what a FailureGuard found locked, and until when.
+type lockout struct {
+	login, ip bool
+	until     time.Time
+}
+
+func newLockout(loginUntil, ipUntil time.Time) lockout {
+	return lockout{login: !loginUntil.IsZero(), ip: !ipUntil.IsZero(), until: later(loginUntil, ipUntil)}
+}
+
+func (l lockout) active() bool { return l.login || l.ip }
 
 // GuardLimits configure a FailureGuard.
 type GuardLimits struct {
@@ -30,28 +51,27 @@ type GuardLimits struct {
 	Lockout  time.Duration // how long a lock lasts
 }
 
-// fingerprinter turns a (login, password) pair into a short keyed hash, so
+// fingerprint turns a (login, password) pair into a short keyed hash, so
 // that no password is kept or compared in the clear.
-type fingerprinter struct{ key []byte }
-
-func newFingerprinter() *fingerprinter {
-	k := make([]byte, 32)
-	rand.Read(k)
-	return &fingerprinter{key: k}
-}
-
-func (f *fingerprinter) of(login, password string) string {
-	m := hmac.New(sha256.New, f.key)
+func fingerprint(key []byte, login, password string) string {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(login))
 	m.Write([]byte{0})
 	m.Write([]byte(password))
 	return hex.EncodeToString(m.Sum(nil)[:12])
 }
 
+func randomKey() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
+}
+
 // MemoryGuard is the in-process FailureGuard for a single instance.
 type MemoryGuard struct {
 	limits GuardLimits
 	now    func() time.Time
+	key    []byte // this process's fingerprint key: one instance, no sharing
 
 	mu     sync.Mutex
 	keys   map[string]*failures
@@ -65,34 +85,44 @@ type failures struct {
 
 // NewMemoryGuard returns an in-memory guard.
 func NewMemoryGuard(l GuardLimits) *MemoryGuard {
-	return &MemoryGuard{limits: l, now: time.Now, keys: map[string]*failures{}}
+	return &MemoryGuard{limits: l, now: time.Now, key: randomKey(), keys: map[string]*failures{}}
 }
 
+// FingerprintKey implements FailureGuard.
+func (g *MemoryGuard) FingerprintKey(context.Context) ([]byte, error) { return g.key, nil }
+
 // Locked implements FailureGuard.
-func (g *MemoryGuard) Locked(_ context.Context, login, ip string) (time.Time, bool, error) {
+func (g *MemoryGuard) Locked(_ context.Context, login, ip string) (loginUntil, ipUntil time.Time, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	for _, k := range []string{"l:" + login, "i:" + ip} {
-		if f := g.keys[k]; f != nil && now.Before(f.locked) {
-			return f.locked, true, nil
-		}
+	if f := g.keys["l:"+login]; f != nil && now.Before(f.locked) {
+		loginUntil = f.locked
 	}
-	return time.Time{}, false, nil
+	if f := g.keys["i:"+ip]; f != nil && now.Before(f.locked) {
+		ipUntil = f.locked
+	}
+	return loginUntil, ipUntil, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Failed implements FailureGuard.
-func (g *MemoryGuard) Failed(_ context.Context, login, ip, fp string) (time.Time, bool, error) {
+func (g *MemoryGuard) Failed(_ context.Context, login, ip, fp string) (loginUntil, ipUntil time.Time, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
 	g.sweep(now)
-	var until time.Time
-	locked := false
 	for _, c := range []struct {
 		key   string
 		limit int
-	}{{"l:" + login, g.limits.PerLogin}, {"i:" + ip, g.limits.PerIP}} {
+		until *time.Time
+	}{{"l:" + login, g.limits.PerLogin, &loginUntil}, {"i:" + ip, g.limits.PerIP, &ipUntil}} {
 		if c.limit <= 0 {
 			continue
 		}
@@ -112,13 +142,10 @@ func (g *MemoryGuard) Failed(_ context.Context, login, ip, fp string) (time.Time
 			f.seen = map[string]time.Time{}
 		}
 		if now.Before(f.locked) {
-			locked = true
-			if f.locked.After(until) {
-				until = f.locked
-			}
+			*c.until = f.locked
 		}
 	}
-	return until, locked, nil
+	return loginUntil, ipUntil, nil
 }
 
 // sweep drops stale entries now and then so the map cannot grow without

@@ -133,9 +133,10 @@ func testCert(t testing.TB) tls.Certificate {
 // client is a minimal SMTP client that shows every reply as it came, so the
 // tests can assert codes and enhanced codes exactly.
 type client struct {
-	t    testing.TB
-	conn net.Conn
-	r    *bufio.Reader
+	t        testing.TB
+	conn     net.Conn
+	r        *bufio.Reader
+	greeting response
 }
 
 type response struct {
@@ -161,8 +162,8 @@ func dial(t testing.TB, addr string, implicitTLS bool) *client {
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	cl := &client{t: t, conn: c, r: bufio.NewReader(c)}
 	t.Cleanup(func() { c.Close() })
-	if g := cl.read(); g.code != 220 {
-		t.Fatalf("greeting: %v", g)
+	if cl.greeting = cl.read(); cl.greeting.code != 220 {
+		t.Fatalf("greeting: %v", cl.greeting)
 	}
 	return cl
 }
@@ -210,12 +211,24 @@ func (c *client) starttls() {
 	if r := c.cmd("STARTTLS"); r.code != 220 {
 		c.t.Fatalf("STARTTLS: %v", r)
 	}
-	tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true})
-	if err := tc.Handshake(); err != nil {
+	if err := c.upgrade(nil); err != nil {
 		c.t.Fatal(err)
+	}
+}
+
+// upgrade runs the TLS handshake after a 220 reply to STARTTLS (cfg nil:
+// any certificate, default versions).
+func (c *client) upgrade(cfg *tls.Config) error {
+	if cfg == nil {
+		cfg = &tls.Config{InsecureSkipVerify: true}
+	}
+	tc := tls.Client(c.conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		return err
 	}
 	c.conn = tc
 	c.r = bufio.NewReader(tc)
+	return nil
 }
 
 func plainIR(authzid, user, pass string) string {

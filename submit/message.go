@@ -16,10 +16,23 @@ const maxLine = 998
 // checkLineEndings walks the message once and refuses bare CR, bare LF, NUL
 // and lines over 998 characters. A bare LF or CR is how SMTP smuggling hides
 // a second message ("\n.\n", "\r.\r"); refusing every bare line ending
-// refuses each of those variants with one reply.
+// refuses each of those variants with one reply. A long line in the header
+// section is named by its field (the client's plugin folds header fields,
+// its encoder body lines: the fix differs).
 func checkLineEndings(msg []byte) error {
 	lineLen := 0
+	inHeader := true
+	field := 0 // start of the header field the current line belongs to
 	for i := 0; i < len(msg); i++ {
+		if lineLen == 0 && inHeader {
+			switch msg[i] {
+			case '\r':
+				inHeader = false // the blank line ends the header
+			case ' ', '\t':
+			default:
+				field = i
+			}
+		}
 		switch msg[i] {
 		case '\r':
 			if i+1 >= len(msg) || msg[i+1] != '\n' {
@@ -35,10 +48,23 @@ func checkLineEndings(msg []byte) error {
 		}
 		lineLen++
 		if lineLen > maxLine {
+			if name := fieldName(msg[field:]); inHeader && name != "" {
+				return errLongHeaderLine(name)
+			}
 			return errLongLine
 		}
 	}
 	return nil
+}
+
+// fieldName returns the name of the header field that line starts, or ""
+// if it does not start one.
+func fieldName(line []byte) string {
+	colon := bytes.IndexByte(line[:min(len(line), 78)], ':')
+	if colon <= 0 || !validFieldName(line[:colon]) {
+		return ""
+	}
+	return string(line[:colon])
 }
 
 // headerField is one field of the header section, unfolded value kept raw.

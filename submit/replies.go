@@ -1,6 +1,7 @@
 package submit
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -72,7 +73,159 @@ var (
 		"the message has no header section; send a message with From, To, Subject and a blank line before the body")
 	errAuthNeedsTLS = reply(538, ecAuthNeedsCrypt,
 		"encryption required: start TLS (port 587 with STARTTLS, or port 465) before logging in")
+	errSmuggledDot = reply(554, ecMediaBad,
+		"the message has a line \".\" followed by a bare CR, the end-of-data trick of SMTP smuggling; send lines ending in CRLF")
+	errTLSRequired = reply(530, ecAuthRequired,
+		"encryption required: send STARTTLS first (or use SSL/TLS on port 465), then log in and send; turn on STARTTLS in your mail client's outgoing server settings")
+	errTLSUnavailable = reply(454, smtp.EnhancedCode{4, 7, 0},
+		"TLS is not available right now; try again in a few minutes")
+	errUnknownCommand = reply(500, ecSyntax,
+		"unrecognized command; check that your client is set up for SMTP submission (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA)")
+	errNoArgsSTARTTLS = reply(501, ecBadArgs,
+		"STARTTLS takes no arguments; send STARTTLS alone")
+	errHeloArg = reply(501, ecBadArgs,
+		"EHLO and HELO need your host name, e.g. EHLO client.example.com")
+	errTooManyErrors = reply(421, ecTempPolicy,
+		"too many bad commands; check your mail client's SMTP settings (server, port, encryption), then connect again")
+	errCommandLine = reply(500, ecSyntax,
+		"a command line is longer than 4000 characters; check your mail client's SMTP settings, then connect again")
 )
+
+// Enhanced codes of command errors (RFC 3463 5.5.x).
+var (
+	ecSyntax   = smtp.EnhancedCode{5, 5, 2}
+	ecSequence = smtp.EnhancedCode{5, 5, 1}
+	ecBadArgs  = smtp.EnhancedCode{5, 5, 4}
+)
+
+// maxCommandLine is the longest command line read, before or after TLS.
+const maxCommandLine = 4000
+
+func errIdle(d time.Duration) *smtp.SMTPError {
+	return reply(421, ecTimeout, "no command for %s; closing the connection, connect again to send", d)
+}
+
+func errDeclaredTooBig(limit int64) *smtp.SMTPError {
+	return reply(552, ecTooBig, "the declared message size exceeds %s; send large files as a download link instead of an attachment", humanSize(limit))
+}
+
+func errLongHeaderLine(field string) *smtp.SMTPError {
+	return reply(554, ecMediaBad,
+		"header field %s has a line longer than 998 characters (RFC 5322 2.1.1); the plugin or script that builds the message must fold it", field)
+}
+
+// goReply is Sluice's reply for one of go-smtp's own reply lines, and
+// whether the connection closes after it.
+type goReply struct {
+	rep   *smtp.SMTPError
+	close bool
+}
+
+// replyTable translates go-smtp's own reply lines (emersion/go-smtp
+// v0.25.1, conn.go and server.go) into Sluice's: the right code for the
+// situation and a sentence that says what to do. Each line is matched
+// exactly, as go-smtp writes it ("code x.y.z text"); the few with a
+// command name in them are matched by their fixed start and end. Lines of
+// features Sluice leaves off (DSN, BINARYMIME, REQUIRETLS, LMTP, go-smtp's
+// own STARTTLS, its recipient limit) cannot occur and are not listed: a
+// parameter of such a feature gets "... is not implemented" first.
+type replyTable struct {
+	exact map[string]goReply
+	fixes []goAffix
+}
+
+type goAffix struct {
+	prefix, suffix string
+	goReply
+}
+
+func newReplyTable(hostname string, lim Limits) *replyTable {
+	tooBig := goReply{rep: errDeclaredTooBig(lim.MaxMessageSize)}
+	badBDAT := goReply{rep: reply(501, ecBadArgs,
+		"malformed BDAT command; use BDAT <size> or BDAT <size> LAST (the connection is closed, since the chunk after it cannot be told from commands)"), close: true}
+	param := goReply{rep: reply(555, ecBadArgs,
+		"a MAIL FROM or RCPT TO parameter is not offered here (no DSN, REQUIRETLS, BINARYMIME, DELIVERBY or MT-PRIORITY); remove it from the command")}
+	badParam := goReply{rep: reply(501, ecBadArgs,
+		"a MAIL FROM or RCPT TO parameter is malformed; check your mail client's settings or remove the parameter")}
+	mailSyntax := goReply{rep: reply(501, ecSyntax, "use the form MAIL FROM:<address>, e.g. MAIL FROM:<you@example.com>")}
+	rcptSyntax := goReply{rep: reply(501, ecSyntax, "use the form RCPT TO:<address>, e.g. RCPT TO:<name@example.com>")}
+	noRcpt := goReply{rep: reply(554, ecSequence, "no recipient was accepted; send RCPT TO with a valid recipient (see the replies to RCPT) before the message")}
+	inTransfer := goReply{rep: reply(503, ecSequence, "a BDAT transfer is in progress; finish it with BDAT <size> LAST or send RSET first")}
+	t := &replyTable{exact: map[string]goReply{
+		"220 " + hostname + " ESMTP Service Ready":                  {rep: &smtp.SMTPError{Code: 220, EnhancedCode: smtp.NoEnhancedCode, Message: greeting(hostname)}},
+		"500 5.5.2 Error: bad syntax":                               {rep: reply(500, ecSyntax, "empty command line; send an SMTP command such as EHLO")},
+		"501 5.5.2 Bad command":                                     {rep: reply(501, ecSyntax, "malformed command line: a command is a word of four letters, then a space and its arguments")},
+		"500 5.5.1 This is not a LMTP server":                       {rep: reply(500, ecSequence, "this is an SMTP submission server; send EHLO, not LHLO")},
+		"501 5.5.2 Domain/address argument required for HELO":       {rep: errHeloArg},
+		"502 5.5.1 Please introduce yourself first.":                {rep: reply(503, ecSequence, "send EHLO with your host name first")},
+		"502 5.5.1 MAIL not allowed during message transfer":        inTransfer,
+		"502 5.5.1 RCPT not allowed during message transfer":        inTransfer,
+		"502 5.5.1 DATA not allowed during message transfer":        inTransfer,
+		"501 5.5.2 Was expecting MAIL arg syntax of FROM:<address>": mailSyntax,
+		"501 5.5.4 Unable to parse MAIL ESMTP parameters":           badParam,
+		"501 5.5.4 Unable to parse SIZE as an integer":              {rep: reply(501, ecBadArgs, "SIZE must be the message size in bytes, e.g. SIZE=12345")},
+		"552 5.3.4 Max message size exceeded":                       tooBig,
+		"501 5.5.4 Unknown BODY value":                              {rep: reply(501, ecBadArgs, "BODY must be 7BIT or 8BITMIME")},
+		"500 5.5.4 Malformed AUTH parameter value":                  badParam,
+		"500 5.5.4 Malformed AUTH parameter mailbox":                badParam,
+		"500 5.5.4 Unknown MAIL FROM argument":                      param,
+		"502 5.5.1 Missing MAIL FROM command.":                      {rep: reply(503, ecSequence, "send MAIL FROM before RCPT TO")},
+		"501 5.5.2 Was expecting RCPT arg syntax of TO:<address>":   rcptSyntax,
+		"501 5.5.4 Unable to parse RCPT ESMTP parameters":           badParam,
+		"500 5.5.4 Unknown RCPT TO argument":                        param,
+		"502 5.5.1 Missing RCPT TO command.":                        noRcpt,
+		"503 5.5.1 Already authenticated":                           {rep: reply(503, ecSequence, "you are already logged in; go on with MAIL FROM")},
+		"502 5.5.4 Missing parameter":                               {rep: reply(501, ecBadArgs, "AUTH needs a mechanism: AUTH PLAIN or AUTH LOGIN")},
+		"454 4.7.0 Invalid base64 data":                             {rep: reply(501, ecSyntax, "the AUTH data is not valid base64; let your mail client encode the login")},
+		"501 5.0.0 Negotiation cancelled":                           {rep: reply(501, smtp.EnhancedCode{5, 7, 0}, "authentication cancelled by the client; send AUTH again to log in")},
+		"502 5.5.1 TLS not supported":                               {rep: reply(503, ecSequence, "TLS is already active on this connection; go on with EHLO and AUTH")},
+		"501 5.5.4 DATA command should not have any arguments":      {rep: reply(501, ecBadArgs, "DATA takes no arguments; send DATA alone")},
+		"501 5.5.4 Missing chunk size argument":                     badBDAT,
+		"501 5.5.4 Too many arguments":                              badBDAT,
+		"501 5.5.4 Unknown BDAT argument":                           badBDAT,
+		"501 5.5.4 Malformed size argument":                         badBDAT,
+		"421 4.0.0 Internal server error":                           {rep: reply(421, ecSysTemp, "internal error; try again in a few minutes"), close: true},
+		"500 5.4.0 Too long line, closing connection":               {rep: errCommandLine, close: true},
+		"421 4.4.2 Idle timeout, bye bye":                           {rep: errIdle(lim.IdleTimeout), close: true},
+		"421 4.4.0 Connection error, sorry":                         {rep: reply(421, smtp.EnhancedCode{4, 4, 0}, "connection error; connect again and send the message again"), close: true},
+		"500 5.5.1 Too many errors. Quiting now":                    {rep: errTooManyErrors, close: true},
+	}}
+	for _, p := range []string{"SMTPUTF8", "REQUIRETLS", "BINARYMIME", "RET", "ENVID", "NOTIFY", "ORCPT", "RRVS", "DELIVERBY", "MT-PRIORITY"} {
+		t.exact["504 5.5.4 "+p+" is not implemented"] = param
+	}
+	t.fixes = []goAffix{
+		{"500 5.5.2 Syntax errors, ", " command unrecognized", goReply{rep: errUnknownCommand}},
+		{"502 5.5.1 ", " command not implemented", goReply{rep: reply(502, ecSequence, "command not offered by this server; a mail client needs only EHLO, AUTH, MAIL, RCPT and DATA")}},
+		// A non-SMTP error out of Data (a broken BDAT chunk read); no
+		// internal text reaches the client.
+		{"554 5.0.0 Error: transaction failed: ", "", goReply{rep: errTempFailure}},
+	}
+	return t
+}
+
+// lookup returns Sluice's reply for a final reply line of go-smtp
+// (without CRLF), if it is one of go-smtp's own.
+func (t *replyTable) lookup(line []byte) (goReply, bool) {
+	if r, ok := t.exact[string(line)]; ok {
+		return r, true
+	}
+	for _, f := range t.fixes {
+		if bytes.HasPrefix(line, []byte(f.prefix)) && bytes.HasSuffix(line, []byte(f.suffix)) && len(line) >= len(f.prefix)+len(f.suffix) {
+			return f.goReply, true
+		}
+	}
+	return goReply{}, false
+}
+
+func greeting(hostname string) string { return hostname + " ESMTP Sluice ready" }
+
+// formatReply is the wire form of a one-line reply.
+func formatReply(e *smtp.SMTPError) string {
+	if e.EnhancedCode == smtp.NoEnhancedCode {
+		return fmt.Sprintf("%d %s\r\n", e.Code, e.Message)
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+}
 
 func errTooManyRecipients(limit int) *smtp.SMTPError {
 	return reply(452, ecTooManyRcpt, "too many recipients (limit %d); send the rest in another message", limit)
@@ -94,9 +247,16 @@ func errDisabled(l *Login, contact string) *smtp.SMTPError {
 	return reply(535, ecAuthBad, "login %s is disabled; ask your mail administrator to enable it", l.Name)
 }
 
-func errLockedOut(what string, until time.Time) *smtp.SMTPError {
+// errLockedOut names what is locked: the login, or else the client's
+// address (then every login from it is refused).
+func errLockedOut(l lockout, login, ip string) *smtp.SMTPError {
+	at := l.until.UTC().Format("15:04")
+	if l.login {
+		return reply(421, ecTempPolicy,
+			"too many failed logins for %s; try again after %s UTC or reset your password", login, at)
+	}
 	return reply(421, ecTempPolicy,
-		"too many failed logins for %s; try again after %s UTC or reset your password", what, until.UTC().Format("15:04"))
+		"too many failed logins from your address %s; try again after %s UTC and correct the password saved in the mail clients and devices there", ip, at)
 }
 
 func errQueued(id string) *smtp.SMTPError {

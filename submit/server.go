@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -84,11 +85,18 @@ func (noObserver) Held(string, string, string) {}
 type Limits struct {
 	MaxMessageSize      int64
 	MaxRecipients       int
-	MaxConnections      int
-	MaxConnectionsPerIP int
-	MaxCommandErrors    int
-	IdleTimeout         time.Duration
-	DataTimeout         time.Duration
+	MaxConnections      int // 0: no limit
+	MaxConnectionsPerIP int // 0: no limit
+	// MaxCommandErrors is how many bad commands (replies 500-504: unknown
+	// or malformed commands, bad arguments, wrong order) a connection may
+	// send, before TLS and after it together; the last one is answered,
+	// then "421 4.7.0" and the connection closes. 0 means the default,
+	// 10. go-smtp also ends a session after its 4th unrecognized or
+	// unparsable command line, whatever this is (its errThreshold is
+	// fixed); the reply is the same 421.
+	MaxCommandErrors int
+	IdleTimeout      time.Duration
+	DataTimeout      time.Duration
 }
 
 // DefaultLimits are the embedded defaults.
@@ -123,14 +131,35 @@ type Server struct {
 	// AbuseContact is whom a suspended login is told to contact
 	// (default postmaster@Hostname).
 	AbuseContact string
-	Logger       *slog.Logger
-	Limits       Limits
+	// AllowOnGuardError lets a login go on as not locked out when the
+	// Guard's store cannot answer (on_store_error = "allow"); the failure
+	// is logged and counted (GuardStoreErrors). Otherwise the login gets
+	// 451 4.3.0.
+	AllowOnGuardError bool
+	Logger            *slog.Logger
+	Limits            Limits
 
-	once         sync.Once
-	smtp         *smtp.Server
-	fingerprints *fingerprinter
-	conns        *connLimiter
+	once        sync.Once
+	smtp        *smtp.Server
+	tlsConf     *tls.Config // TLSConfig with TLS 1.2 at least
+	replies     *replyTable
+	localKey    []byte // fingerprint key when the guard cannot give its own
+	conns       *connLimiter
+	guardErrors atomic.Int64
+
+	mu        sync.Mutex
+	state     int // stateServing, stateShutdown, stateClosed
+	listeners map[*limitListener]struct{}
+	live      map[*liveConn]struct{}
+	active    int           // accept loops and open connections
+	idle      chan struct{} // closed when active drops to 0, if waited for
 }
+
+const (
+	stateServing = iota
+	stateShutdown
+	stateClosed
+)
 
 func (srv *Server) init() {
 	srv.once.Do(func() {
@@ -143,27 +172,45 @@ func (srv *Server) init() {
 		if srv.Guard == nil {
 			srv.Guard = NewMemoryGuard(GuardLimits{PerLogin: 10, PerIP: 30, Window: 15 * time.Minute, Lockout: 15 * time.Minute})
 		}
+		if srv.TLSConfig != nil {
+			srv.tlsConf = srv.TLSConfig.Clone()
+			if srv.tlsConf.MinVersion < tls.VersionTLS12 {
+				srv.tlsConf.MinVersion = tls.VersionTLS12
+			}
+		}
 		s := smtp.NewServer(smtp.BackendFunc(srv.newSession))
 		s.Domain = srv.Hostname
-		s.TLSConfig = srv.TLSConfig
+		// go-smtp gets connections that are in TLS already (see wireConn)
+		// and must never offer STARTTLS itself.
+		s.TLSConfig = nil
 		// Sluice decides itself when AUTH is allowed (only over TLS) so that
 		// the refusal can say how to fix it.
 		s.AllowInsecureAuth = true
 		s.MaxMessageBytes = srv.Limits.MaxMessageSize
-		s.MaxLineLength = 4000
+		s.MaxLineLength = maxCommandLine
 		s.ReadTimeout = srv.Limits.IdleTimeout
 		s.WriteTimeout = time.Minute
 		s.EnableSMTPUTF8 = true
 		s.ErrorLog = slogPrinter{srv.Logger}
 		srv.smtp = s
-		srv.fingerprints = newFingerprinter()
+		srv.replies = newReplyTable(srv.Hostname, srv.Limits)
+		srv.localKey = randomKey()
 		srv.conns = newConnLimiter(srv.Limits.MaxConnections, srv.Limits.MaxConnectionsPerIP)
+		srv.listeners = map[*limitListener]struct{}{}
+		srv.live = map[*liveConn]struct{}{}
 	})
 }
 
-// Serve accepts connections on l until Shutdown. With implicitTLS the
-// listener speaks TLS from the first byte (port 465, RFC 8314); otherwise
-// clients must use STARTTLS before AUTH.
+func (srv *Server) maxCommandErrors() int {
+	if n := srv.Limits.MaxCommandErrors; n > 0 {
+		return n
+	}
+	return DefaultLimits.MaxCommandErrors
+}
+
+// Serve accepts connections on l until Shutdown or Close, and closes l.
+// With implicitTLS the listener speaks TLS from the first byte (port 465,
+// RFC 8314); otherwise clients must use STARTTLS before AUTH.
 func (srv *Server) Serve(l net.Listener, implicitTLS bool) error {
 	srv.init()
 	if srv.ProxyTrusted != nil {
@@ -173,30 +220,101 @@ func (srv *Server) Serve(l net.Listener, implicitTLS bool) error {
 	if implicitTLS {
 		kind = "submissions"
 	}
-	ll := &limitListener{Listener: l, limiter: srv.conns, logger: srv.Logger, observer: srv.Observer, kind: kind}
-	var inner net.Listener = ll
-	if implicitTLS {
-		ll.tlsConfig = srv.TLSConfig
-		inner = tls.NewListener(ll, srv.TLSConfig)
+	ll := &limitListener{Listener: l, srv: srv, implicit: implicitTLS, kind: kind,
+		ready: make(chan net.Conn), done: make(chan struct{})}
+	srv.mu.Lock()
+	if srv.state != stateServing {
+		srv.mu.Unlock()
+		l.Close()
+		return smtp.ErrServerClosed
 	}
-	err := srv.smtp.Serve(inner)
+	srv.listeners[ll] = struct{}{}
+	srv.active++ // the accept loop
+	srv.mu.Unlock()
+	go ll.acceptLoop()
+	err := srv.smtp.Serve(ll)
+	ll.Close()
+	srv.mu.Lock()
+	delete(srv.listeners, ll)
+	srv.mu.Unlock()
 	if err == nil || errors.Is(err, net.ErrClosed) {
 		return smtp.ErrServerClosed
 	}
 	return err
 }
 
-// Shutdown stops accepting and waits for open sessions to end until ctx is
-// done, then closes them.
+// Shutdown stops accepting and waits until every open session has ended,
+// those still before STARTTLS included (they may go on into TLS and send),
+// or until ctx is done; then Close ends the rest. It may be called again.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.init()
-	return srv.smtp.Shutdown(ctx)
+	srv.mu.Lock()
+	if srv.state == stateClosed {
+		srv.mu.Unlock()
+		return smtp.ErrServerClosed
+	}
+	srv.state = stateShutdown
+	ls := srv.listenerList()
+	srv.mu.Unlock()
+	for _, l := range ls {
+		l.stop()
+	}
+	if err := srv.waitIdle(ctx); err != nil {
+		return err
+	}
+	err := srv.smtp.Shutdown(ctx)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil // an earlier Shutdown got this far
+	}
+	return err
 }
 
 // Close closes all listeners and connections at once.
 func (srv *Server) Close() error {
 	srv.init()
+	srv.mu.Lock()
+	srv.state = stateClosed
+	ls := srv.listenerList()
+	conns := make([]*liveConn, 0, len(srv.live))
+	for c := range srv.live {
+		conns = append(conns, c)
+	}
+	srv.mu.Unlock()
+	for _, l := range ls {
+		l.stop()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
 	return srv.smtp.Close()
+}
+
+func (srv *Server) listenerList() []*limitListener {
+	ls := make([]*limitListener, 0, len(srv.listeners))
+	for l := range srv.listeners {
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// waitIdle waits until no accept loop runs and no connection is open.
+func (srv *Server) waitIdle(ctx context.Context) error {
+	srv.mu.Lock()
+	if srv.active == 0 {
+		srv.mu.Unlock()
+		return nil
+	}
+	if srv.idle == nil {
+		srv.idle = make(chan struct{})
+	}
+	idle := srv.idle
+	srv.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (srv *Server) abuseContact() string {
@@ -207,8 +325,10 @@ func (srv *Server) abuseContact() string {
 }
 
 func (srv *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	_, isTLS := c.TLSConnectionState()
-	s := &session{srv: srv, conn: c, helo: c.Hostname(), tls: isTLS, ip: remoteIP(c.Conn().RemoteAddr())}
+	s := &session{srv: srv, conn: c, helo: c.Hostname(), ip: remoteIP(c.Conn().RemoteAddr())}
+	if wc, ok := c.Conn().(*wireConn); ok {
+		s.wire, s.tls = wc, true
+	}
 	return s, nil
 }
 
@@ -222,10 +342,3 @@ func remoteIP(a net.Addr) string {
 	}
 	return host
 }
-
-type slogPrinter struct{ l *slog.Logger }
-
-func (p slogPrinter) Printf(format string, v ...any) {
-	p.l.Debug("smtp", "detail", sprintf(format, v...))
-}
-func (p slogPrinter) Println(v ...any) { p.l.Debug("smtp", "detail", sprint(v...)) }

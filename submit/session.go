@@ -1,15 +1,8 @@
 package submit
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"errors"
-	"fmt"
-	"io"
-	"net"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -17,10 +10,12 @@ import (
 )
 
 // session is one client connection after EHLO. go-smtp calls its methods in
-// order, one at a time.
+// order, one at a time, except that Data runs beside the connection's
+// goroutine during BDAT (see Data).
 type session struct {
 	srv   *Server
 	conn  *smtp.Conn
+	wire  *wireConn // the connection under go-smtp (nil only in fuzz tests)
 	ip    string
 	helo  string
 	tls   bool
@@ -70,7 +65,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return errSenderNotOwned(from, s.login.Name)
 	}
 	if opts != nil && opts.Size > s.srv.Limits.MaxMessageSize {
-		return errTooBigMessage(s.srv.Limits.MaxMessageSize)
+		return errDeclaredTooBig(s.srv.Limits.MaxMessageSize)
 	}
 	s.from = from
 	s.utf8 = opts != nil && opts.UTF8
@@ -98,172 +93,4 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
-}
-
-// Data implements smtp.Session: bounded read, hygiene, sender rules, trace
-// headers, then the spool. The reply is 250 only after the spool synced.
-func (s *session) Data(r io.Reader) error {
-	start := time.Now()
-	if s.login == nil {
-		return errAuthRequired
-	}
-	id := spool.NewID()
-	msg, err := s.readData(r)
-	if err != nil {
-		return s.refuse(id, len(msg), err, "data")
-	}
-	if err := checkLineEndings(msg); err != nil {
-		return s.refuse(id, len(msg), err, "hygiene")
-	}
-	hs, _, err := splitHeader(msg)
-	if err != nil {
-		return s.refuse(id, len(msg), err, "header")
-	}
-	fromDomain, err := checkHeaderSenders(headers(hs), s.login)
-	if err != nil {
-		return s.refuse(id, len(msg), err, "header-sender")
-	}
-
-	hold := ""
-	if s.srv.Screen != nil {
-		hold, err = s.srv.Screen.ScreenMessage(context.Background(), s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
-		if err != nil {
-			return s.refuse(id, len(msg), err, "screen")
-		}
-	}
-	if s.srv.Precheck != nil {
-		if err := s.srv.Precheck.CheckSender(context.Background(), fromDomain, s.from); err != nil {
-			return s.refuse(id, len(msg), err, "precheck")
-		}
-	}
-
-	var prefix bytes.Buffer
-	prefix.Grow(512)
-	traceHeaders(&prefix, hs, traceInfo{
-		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, with: s.with(), id: id,
-		login: s.login.Name, tlsInfo: s.tlsInfo(), now: time.Now(),
-	})
-	// Sign what will be delivered, byte for byte: the trace headers and the
-	// client's message. Every retry later sends these same bytes.
-	var sigs []byte
-	signing := "unsigned"
-	if s.srv.Signer != nil {
-		sigs, signing, err = s.srv.Signer.Sign(fromDomain, prefix.Bytes(), msg)
-		if err != nil {
-			return s.refuse(id, len(msg), err, "dkim")
-		}
-	}
-	ctx := context.Background()
-	if q := s.srv.Quota; q != nil {
-		if err := q.Commit(ctx, s.login.Name, s.login.Quota, s.txn, id, len(s.rcpts)); err != nil {
-			return s.refuse(id, len(msg), err, "quota")
-		}
-		s.reserved = false
-	}
-	env := &spool.Envelope{
-		ID: id, Login: s.login.Name, From: s.from, To: append([]string(nil), s.rcpts...),
-		ClientIP: s.ip, Received: time.Now().UTC(), Hold: hold,
-	}
-	if err := s.srv.Spool.Enqueue(env, sigs, prefix.Bytes(), msg); err != nil {
-		if q := s.srv.Quota; q != nil {
-			q.Refund(ctx, s.login.Name, s.login.Quota, id, len(s.rcpts))
-		}
-		s.srv.Logger.Error("spool write failed", "id", id, "login", s.login.Name, "err", err)
-		if errors.Is(err, spool.ErrNoSpace) {
-			return s.refuse(id, len(msg), errSpoolFull, "spool")
-		}
-		return s.refuse(id, len(msg), errTempFailure, "spool")
-	}
-	verdict, reason := "queued", "accepted"
-	if hold != "" {
-		verdict, reason = "held", hold
-	}
-	s.srv.Observer.Message(verdict, "accepted")
-	if hold != "" {
-		s.srv.Observer.Held(id, s.login.Name, hold)
-	}
-	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
-		"recipients", len(s.rcpts), "size", env.Size, "verdict", verdict, "reason", reason, "dkim", signing,
-		"ip", s.ip, "ms", time.Since(start).Milliseconds())
-	return errQueued(id)
-}
-
-// readData reads the message within the size limit and the data timeout.
-func (s *session) readData(r io.Reader) ([]byte, error) {
-	buf := bytes.NewBuffer(make([]byte, 0, 8192))
-	tr := &deadlineReader{r: r, conn: s.conn.Conn(), idle: s.srv.Limits.DataTimeout}
-	_, err := buf.ReadFrom(tr)
-	switch {
-	case err == nil:
-		return buf.Bytes(), nil
-	case errors.Is(err, smtp.ErrDataTooLarge):
-		return nil, errTooBigMessage(s.srv.Limits.MaxMessageSize)
-	case errors.Is(err, smtp.ErrTooLongLine):
-		return nil, s.closeWith(reply(500, smtp.EnhancedCode{5, 5, 2},
-			"a line of the message is far longer than 998 characters; let your client encode long lines, then connect again"))
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return nil, s.closeWith(errDataTimeout)
-	}
-	return nil, s.closeWith(reply(421, smtp.EnhancedCode{4, 4, 0}, "the connection broke during DATA; send the message again"))
-}
-
-// deadlineReader extends the read deadline before each read, so a slow but
-// moving upload continues and a stalled one ends after idle.
-type deadlineReader struct {
-	r    io.Reader
-	conn net.Conn
-	idle time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	if d.idle > 0 {
-		d.conn.SetReadDeadline(time.Now().Add(d.idle))
-	}
-	return d.r.Read(p)
-}
-
-// refuse logs a refused message and returns the reply for it.
-func (s *session) refuse(id string, size int, err error, stage string) error {
-	rep := toReply(err)
-	se, _ := rep.(*smtp.SMTPError)
-	code := 0
-	msg := ""
-	if se != nil {
-		code, msg = se.Code, se.Message
-	}
-	var sr smtpReplier
-	if rep != err && !errors.As(err, &sr) {
-		s.srv.Logger.Error("internal error", "id", id, "stage", stage, "err", err)
-	}
-	s.srv.Logger.Info("message", "id", id, "login", s.login.Name, "sender", s.from,
-		"recipients", len(s.rcpts), "size", size, "verdict", "refused", "code", code, "stage", stage, "reason", msg, "ip", s.ip)
-	s.srv.Observer.Message("refused", stage)
-	return rep
-}
-
-// closeWith writes a final reply and closes the connection: the reply goes
-// out directly because go-smtp would otherwise keep the session open.
-func (s *session) closeWith(e *smtp.SMTPError) error {
-	c := s.conn.Conn()
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
-	s.conn.Close()
-	return e
-}
-
-func (s *session) with() string {
-	if s.tls {
-		return "ESMTPSA"
-	}
-	return "ESMTPA"
-}
-
-func (s *session) tlsInfo() string {
-	st, ok := s.conn.TLSConnectionState()
-	if !ok {
-		return "no TLS"
-	}
-	return fmt.Sprintf("%s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
 }

@@ -14,10 +14,10 @@ import (
 func TestSpoolFullIsTemporaryRefusal(t *testing.T) {
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
+		if os.Getenv("CI") == "true" {
 			t.Fatalf("mount tmpfs: %v %s", err, out)
 		}
-		t.Skipf("cannot mount a small tmpfs (%v); run as root to test a full spool", err)
+		t.Skipf("cannot mount a small tmpfs (%v); run as root to test a full spool (under CI=true this fails)", err)
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
 	sp, err := spool.Open(dir)
