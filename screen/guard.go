@@ -151,8 +151,3 @@ func (g *RedisGuard) FingerprintKey(ctx context.Context) ([]byte, error) {
 	g.key, g.keyAt = []byte(k), time.Now()
 	return g.key, nil
 }
-
-// RuleName says which rule decided (for submit's log line: the field Rule
-// cannot have a method of the same name). It belongs with Verdict in
-// verdict.go; it is here because this change may touch only this file.
-func (v *Verdict) RuleName() string { return v.Rule }

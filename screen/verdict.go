@@ -43,3 +43,7 @@ func (v *Verdict) Error() string {
 
 // SMTPReply lets the SMTP edge build its reply without knowing this type.
 func (v *Verdict) SMTPReply() (int, [3]int, string) { return v.Code, v.Enhanced, v.Message }
+
+// RuleName says which rule decided (for submit's log line; the field Rule
+// cannot have a method of the same name).
+func (v *Verdict) RuleName() string { return v.Rule }

@@ -64,8 +64,9 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	hold := ""
+	var screenHeaders []byte
 	if s.srv.Screen != nil {
-		hold, err = s.srv.Screen.ScreenMessage(context.Background(), s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
+		hold, screenHeaders, err = s.srv.Screen.ScreenMessageHeaders(context.Background(), s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
 		if err != nil {
 			return s.refuse(id, len(msg), err, "screen")
 		}
@@ -82,6 +83,7 @@ func (s *session) Data(r io.Reader) error {
 		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, with: s.with(), id: id,
 		login: s.login.Name, tlsInfo: s.tlsInfo(), now: time.Now(),
 	})
+	prefix.Write(screenHeaders)
 	// Sign what will be delivered, byte for byte: the trace headers and the
 	// client's message. Every retry later sends these same bytes.
 	var sigs []byte

@@ -61,7 +61,9 @@ type SenderCheck interface {
 // returns a hold reason for a message to accept but keep from delivery, or
 // an error that carries the reply (SMTPReply) for one to refuse or defer.
 type Screener interface {
-	ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (hold string, err error)
+	// headers are fields to put in front of the message before signing
+	// (e.g. X-Spam: Yes from Rspamd's "add header").
+	ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (hold string, headers []byte, err error)
 }
 
 // Observer is told of what the session sees, for metrics. Calls must be

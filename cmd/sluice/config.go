@@ -32,6 +32,7 @@ type Config struct {
 		MaxRecipients       int      `toml:"max_recipients"`
 		MaxConnections      int      `toml:"max_connections"`
 		MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+		MaxCommandErrors    int      `toml:"max_command_errors"`
 		IdleTimeout         Duration `toml:"idle_timeout"`
 		DataTimeout         Duration `toml:"data_timeout"`
 		ShutdownTimeout     Duration `toml:"shutdown_timeout"`
@@ -186,6 +187,7 @@ func defaultConfig() *Config {
 	c.Submission.MaxRecipients = 100
 	c.Submission.MaxConnections = 10000
 	c.Submission.MaxConnectionsPerIP = 100
+	c.Submission.MaxCommandErrors = 10
 	c.Submission.IdleTimeout = Duration{5 * time.Minute}
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Submission.ShutdownTimeout = Duration{30 * time.Second}

@@ -29,16 +29,19 @@ type metrics struct {
 	dkim        *prometheus.CounterVec
 }
 
-func newMetrics(sp *spool.Spool, q *screen.Quota) *metrics {
+// guardErrors is the submit.Server's count of lockout-store failures.
+type guardErrors interface{ GuardStoreErrors() int64 }
+
+func newMetrics(sp *spool.Spool, q *screen.Quota, g guardErrors) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.connections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_connections_total",
 		Help: "Client connections. listener: submission (STARTTLS), submissions (implicit TLS). result: accepted, refused (limits, PROXY)."},
 		[]string{"listener", "result"})
 	m.auth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_auth_total",
-		Help: "AUTH attempts. mechanism: PLAIN, LOGIN. result: ok, failed, locked-out, failed-locked-out, disabled, authzid-mismatch, malformed, backend-error."},
+		Help: "AUTH attempts. mechanism: PLAIN, LOGIN. result: ok, failed, locked-out, failed-locked-out, disabled, authzid-mismatch, malformed, backend-error, store-error."},
 		[]string{"mechanism", "result"})
 	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_messages_total",
-		Help: "Messages at the end of DATA. verdict: queued, held, refused. stage (for refused): data, hygiene, header, header-sender, screen, precheck, dkim, quota, spool; accepted otherwise."},
+		Help: "Messages at the end of DATA. verdict: queued, held, refused, aborted (BDAT reset by the client). stage (for refused): data, hygiene, header, header-sender, screen, precheck, dkim, quota, spool; accepted otherwise."},
 		[]string{"verdict", "stage"})
 	m.verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_screen_verdicts_total",
 		Help: "Content-rule verdicts other than accept. rule: headers, loop, webform, attachments, links, compromise, rspamd. action: reject, defer, hold, mark (accepted with X-Spam headers)."},
@@ -56,8 +59,11 @@ func newMetrics(sp *spool.Spool, q *screen.Quota) *metrics {
 		Help: "RCPT or DATA refused with 451 4.7.1 because a login or domain reached its hourly quota."},
 		func() float64 { return float64(q.Refusals.Load()) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_store_errors_total",
-		Help: "Failures of the shared store (Redis unreachable or slower than [quota] timeout)."},
+		Help: "Failures of the shared store (Redis unreachable or slower than [quota] timeout) in quota calls."},
 		func() float64 { return float64(q.StoreErrors.Load()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_guard_store_errors_total",
+		Help: "Failures of the shared store in login-failure and lockout calls (AUTH then answers 451 4.3.0, or with on_store_error = \"allow\" counts the login as not locked)."},
+		func() float64 { return float64(g.GuardStoreErrors()) }))
 	queueDir := filepath.Join(sp.Dir(), "queue")
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_spool_messages",
 		Help: "Messages in the spool (queued, deferred or held)."},

@@ -37,12 +37,12 @@ type screenHolder struct {
 	p atomic.Pointer[screen.Pipeline]
 }
 
-func (h *screenHolder) ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, error) {
+func (h *screenHolder) ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, []byte, error) {
 	p := h.p.Load()
 	if p == nil {
-		return "", nil
+		return "", nil, nil
 	}
-	return p.ScreenMessage(ctx, login, ourHost, envFrom, rcpts, raw, smtputf8)
+	return p.ScreenMessageHeaders(ctx, login, ourHost, envFrom, rcpts, raw, smtputf8)
 }
 
 type precheckHolder struct {
@@ -119,7 +119,7 @@ func (rt *runtimeParts) reload(next *Config) {
 // are not. Every other key keeps its running value until a restart.
 var (
 	hotKeys = []string{"tls.", "dkim.", "screen.", "quota.messages_per_hour", "quota.on_store_error", "quota.domains",
-		"http.autoconfig", "http.imap_host", "http.admin_token"}
+		"http.autoconfig", "http.imap_host", "http.admin_token", "submission.shutdown_timeout"}
 	coldKeys = []string{"screen.loop_window", "screen.abuse_contact"}
 )
 

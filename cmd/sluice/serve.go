@@ -84,11 +84,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 		Guard:        st.guard,
 		Quota:        st.quota,
 		AbuseContact: abuseContact(cfg),
+		// "allow" lets mail through unmetered when Redis fails; the lockout
+		// store then counts as "not locked" (logged and counted) too.
+		AllowOnGuardError: cfg.Quota.OnStoreError == "allow",
 		Limits: submit.Limits{
 			MaxMessageSize:      cfg.Submission.MaxMessageSize,
 			MaxRecipients:       cfg.Submission.MaxRecipients,
 			MaxConnections:      cfg.Submission.MaxConnections,
 			MaxConnectionsPerIP: cfg.Submission.MaxConnectionsPerIP,
+			MaxCommandErrors:    cfg.Submission.MaxCommandErrors,
 			IdleTimeout:         cfg.Submission.IdleTimeout.Duration,
 			DataTimeout:         cfg.Submission.DataTimeout.Duration,
 		},
@@ -100,7 +104,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			srv.ProxyTrusted = append(srv.ProxyTrusted, ipn)
 		}
 	}
-	met := newMetrics(sp, st.quota)
+	met := newMetrics(sp, st.quota, srv)
 	out, err := openOutbox(cfg, log)
 	if err != nil {
 		return err
