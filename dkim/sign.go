@@ -1,6 +1,7 @@
 package dkim
 
 import (
+	"bytes"
 	"crypto"
 	"fmt"
 	"io"
@@ -17,6 +18,53 @@ var headerKeys = []string{
 	"To", "To", "Cc", "Cc", "Message-ID", "Message-ID",
 	"Sender", "In-Reply-To", "References", "MIME-Version", "Content-Type",
 	"Content-Transfer-Encoding", "List-Unsubscribe", "List-Unsubscribe-Post",
+}
+
+// markFields are the verdict fields the content screen may put in front
+// (Rspamd's "add header"). They are signed when present, each instance
+// once, so that no hop can change or drop the verdict; they are not
+// oversigned, because receivers' own filters add fields of these names.
+var markFields = []string{"X-Spam", "X-Spam-Score"}
+
+// signedKeys is headerKeys plus one entry per instance of a mark field in
+// the header of the message made of parts.
+func signedKeys(parts [][]byte) []string {
+	keys := headerKeys
+	for _, name := range headerNames(parts) {
+		for _, f := range markFields {
+			if strings.EqualFold(name, f) {
+				keys = append(keys[:len(keys):len(keys)], f)
+			}
+		}
+	}
+	return keys
+}
+
+// headerNames lists the field names of the header (up to the first empty
+// line) of the message made of parts, in order; continuation lines are
+// skipped. The header may span parts, which end on line boundaries.
+func headerNames(parts [][]byte) []string {
+	var names []string
+	for _, p := range parts {
+		for len(p) > 0 {
+			line := p
+			if i := bytes.IndexByte(p, '\n'); i >= 0 {
+				line, p = p[:i+1], p[i+1:]
+			} else {
+				p = nil
+			}
+			switch {
+			case len(bytes.TrimRight(line, "\r\n")) == 0:
+				return names // end of the header
+			case line[0] == ' ' || line[0] == '\t':
+				continue
+			}
+			if c := bytes.IndexByte(line, ':'); c > 0 {
+				names = append(names, string(bytes.TrimRight(line[:c], " \t")))
+			}
+		}
+	}
+	return names
 }
 
 // Signing is the outcome of Sign for the log and metrics.
@@ -51,6 +99,7 @@ func (k *Keyring) Sign(fromDomain, fallback string, parts ...[]byte) ([]byte, Si
 	if len(keys) == 0 {
 		return nil, Signing{}, nil
 	}
+	signed := signedKeys(parts)
 	signers := make([]*dkim.Signer, 0, len(keys))
 	writers := make([]io.Writer, 0, len(keys))
 	for _, key := range keys {
@@ -61,7 +110,7 @@ func (k *Keyring) Sign(fromDomain, fallback string, parts ...[]byte) ([]byte, Si
 			Hash:                   crypto.SHA256,
 			HeaderCanonicalization: dkim.CanonicalizationRelaxed,
 			BodyCanonicalization:   dkim.CanonicalizationRelaxed,
-			HeaderKeys:             headerKeys,
+			HeaderKeys:             signed,
 		})
 		if err != nil {
 			for _, x := range signers {

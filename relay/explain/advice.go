@@ -137,6 +137,9 @@ var (
 	advLockout = advice{
 		"Too many failed logins in a short time, so logins for this account or from this address are blocked for a while.",
 		"Wait until the time in the reply, then log in with the right password; a program or plugin that keeps trying an old password must be updated first."}
+	advLockoutIP = advice{
+		"Too many failed logins came from your IP address in a short time, so every login from that address is refused for a while, whatever the account.",
+		"Correct the saved password in every mail program, phone, printer and plugin that sends from that address (one device with an old password keeps the block going), then log in again after the time in the reply."}
 	advLoginDisabled = advice{
 		"The login exists but is disabled or suspended, so it cannot send.",
 		"Ask the mail administrator (named in the reply, if any) to check the account and enable it; after a suspension for abuse, change the password and check the site for compromise first."}
@@ -165,6 +168,12 @@ var (
 	advHeaders = advice{
 		"The message's header is incomplete or broken, for example no From, several From headers, an address the receiver cannot read, or an overlong line.",
 		"The plugin or script that builds the mail has to set exactly one From (in the form Name <you@example.com>) and well-formed headers; the reply names the defect."}
+	advClientSetup = advice{
+		"The server did not understand what the mail client sent: the client is most likely set up for the wrong port or encryption (SSL/TLS on port 587, plain text on port 465) or for another protocol than SMTP submission.",
+		"Check the outgoing server settings in the mail program or plugin: port 587 with STARTTLS or port 465 with SSL/TLS, and authentication with the full mailbox address; then send again."}
+	advTooManyErrors = advice{
+		"The server closed the connection after several commands it could not accept: the mail client is most likely set up for the wrong port or encryption, or does not speak SMTP submission to this server.",
+		"Check the outgoing server settings in the mail program or plugin (server name, port 587 with STARTTLS or port 465 with SSL/TLS, authentication with the full mailbox address), then connect again."}
 	advProtocol = advice{
 		"The mail program sent a command the server did not understand, with bad syntax, or in the wrong order.",
 		"Usually a bug in the program or plugin, or a connection cut off midway: update it, check its SMTP settings and send again."}
@@ -176,6 +185,12 @@ var (
 	advBusy = advice{
 		"The server is too busy right now (too many connections at once) and asked to come back later.",
 		"Nothing to change: the message is retried automatically after a short wait."}
+	advIdle = advice{
+		"The server closed the connection because the client waited too long between commands (the server's idle timeout); nothing was wrong with the login or the message.",
+		"Connect again and send; if it keeps happening, make the program or script connect just before it sends rather than holding the connection open between messages, and check for a proxy, firewall or antivirus that stalls the connection."}
+	advDataTimeout = advice{
+		"The client stopped sending the message part-way: no data came for the server's data timeout, so the server gave up and the message was not sent.",
+		"Send it again; if it keeps happening, check the network connection (a slow or unstable upload, an antivirus or proxy that holds the data back), or send large files as a download link."}
 	advNetwork = advice{
 		"There was no SMTP answer: the receiving server could not be reached (a DNS lookup, connection or timeout problem).",
 		"Usually temporary and retried automatically; if it persists, check the recipient's domain for typos or ask its administrator whether their mail server is down."}
@@ -212,6 +227,13 @@ func adviseTLS(t *text) advice {
 		return advTLSFailed
 	}
 	return advTLSNeeded
+}
+
+func adviseLockout(t *text) advice {
+	if t.has("from your address", "from your ip", "from this address", "from this ip") {
+		return advLockoutIP
+	}
+	return advLockout
 }
 
 func adviseLogin(t *text) advice {

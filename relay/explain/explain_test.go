@@ -151,6 +151,15 @@ var cases = []tcase{
 	{"own connection refused", "cannot connect to mx.example.org (203.0.113.25:25): dial tcp 203.0.113.25:25: connect: connection refused", TempFailure, 0, "", false},
 	{"own TLS failed", "TLS negotiation failed with mx.example.org: tls: failed to verify certificate: x509: certificate signed by unknown authority", TLSRequired, 0, "", false},
 	{"own queued", "250 2.0.0 Ok: queued as 4Bf3mk1Xy2z", Accepted, 250, "2.0.0", false},
+	// Sluice's session replies before TLS and on the wire (submit/pretls.go,
+	// submit/replies.go), word for word.
+	{"own 530 STARTTLS first", "530 5.7.0 encryption required: send STARTTLS first (or use SSL/TLS on port 465), then log in and send; turn on STARTTLS in your mail client's outgoing server settings", TLSRequired, 530, "5.7.0", true},
+	{"own 421 too many bad commands", "421 4.7.0 too many bad commands; check your mail client's SMTP settings (server, port, encryption), then connect again", Malformed, 421, "4.7.0", false},
+	{"own 500 unrecognized command", "500 5.5.2 unrecognized command; check that your client is set up for SMTP submission (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA)", Malformed, 500, "5.5.2", true},
+	{"own 554 smuggled dot", "554 5.6.0 the message has a line \".\" followed by a bare CR, the end-of-data trick of SMTP smuggling; send lines ending in CRLF", Malformed, 554, "5.6.0", true},
+	{"own 421 lockout IP", "421 4.7.0 too many failed logins from your address 127.0.0.1; try again after 14:05 UTC and correct the password saved in the mail clients and devices there", Login, 421, "4.7.0", false},
+	{"own 421 idle timeout", "421 4.4.2 no command for 5m0s; closing the connection, connect again to send", TempFailure, 421, "4.4.2", false},
+	{"own 421 data timeout", "421 4.4.2 timed out waiting for the message data; check your connection and send again", TempFailure, 421, "4.4.2", false},
 
 	// Fallbacks.
 	{"bare 550", "550", Unknown, 550, "", true},
@@ -246,6 +255,23 @@ func TestExplainAdvice(t *testing.T) {
 		{"554 5.6.0 line 3 of the message is longer than 998 characters; configure the sending program to wrap lines", "wrap long lines", "exactly one From"},
 		{"550-5.7.1 The IP you're using to send mail is not authorized to send email directly to our servers.", "whoever runs the relay", ""},
 		{"451 4.7.1 login info@example.test has sent its 100 messages (recipients) this hour; try again after 14:05 UTC", "after the time given", ""},
+		// Sluice's session replies: the advice names the cause.
+		{"530 5.7.0 encryption required: send STARTTLS first (or use SSL/TLS on port 465), then log in and send; turn on STARTTLS in your mail client's outgoing server settings",
+			"choose STARTTLS/TLS on port 587 or SSL/TLS on port 465", "login was refused"},
+		{"538 5.7.11 encryption required: start TLS (port 587 with STARTTLS, or port 465) before logging in", "over an encrypted connection", "login was refused"},
+		{"421 4.7.0 too many bad commands; check your mail client's SMTP settings (server, port, encryption), then connect again",
+			"closed the connection after several commands", "retried automatically"},
+		{"421 4.7.0 too many bad commands; check your mail client's SMTP settings (server, port, encryption), then connect again",
+			"port 587 with STARTTLS or port 465 with SSL/TLS", "temporary problem"},
+		{"500 5.5.2 unrecognized command; check that your client is set up for SMTP submission (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA)",
+			"wrong port or encryption", "connection was not encrypted"},
+		{"554 5.6.0 the message has a line \".\" followed by a bare CR, the end-of-data trick of SMTP smuggling; send lines ending in CRLF", "every line ends in CRLF", ""},
+		{"554 5.6.0 the message contains a bare CR or LF line ending (possible SMTP smuggling); send lines ending in CRLF", "SMTP smuggling", ""},
+		{"421 4.7.0 too many failed logins from your address 127.0.0.1; try again after 14:05 UTC and correct the password saved in the mail clients and devices there",
+			"every login from that address", "for this account"},
+		{"421 4.7.0 too many failed logins for bob@example.com; try again after 14:05 UTC or reset your password", "Wait until the time in the reply", "every login from"},
+		{"421 4.4.2 no command for 5m0s; closing the connection, connect again to send", "waited too long between commands", "could not be reached"},
+		{"421 4.4.2 timed out waiting for the message data; check your connection and send again", "stopped sending the message part-way", "temporary problem"},
 	} {
 		e := Explain(tc.reply)
 		text := e.Meaning + " " + e.Action

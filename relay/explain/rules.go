@@ -38,8 +38,15 @@ func classify(t *text) (Category, advice) {
 var rules = []rule{
 	// Sluice's own replies (submit and screen).
 	{cat: TempFailure, adv: advTemp, match: func(t *text) bool {
-		return t.has("temporary authentication failure", "short of disk space", "connection broke during data", "timed out waiting for the message data")
+		return t.has("temporary authentication failure", "short of disk space", "connection broke during data")
 	}},
+	{cat: TempFailure, adv: advDataTimeout, match: func(t *text) bool { return t.has("timed out waiting for the message data") }},
+	{cat: TempFailure, adv: advIdle, match: func(t *text) bool {
+		return t.has("idle timeout", "idle for too long") || t.has("no command for") && t.has("closing the connection")
+	}},
+	// Their advice names ports and STARTTLS, which the TLS rule would take.
+	{cat: Malformed, adv: advTooManyErrors, match: func(t *text) bool { return t.has("too many bad commands") }},
+	{cat: Malformed, adv: advClientSetup, match: func(t *text) bool { return t.has("set up for smtp submission") }},
 	// Encryption and a busy server: their texts also mention logins and
 	// connections, which the rules below would take differently.
 	{cat: TLSRequired, advise: adviseTLS, match: func(t *text) bool {
@@ -51,7 +58,7 @@ var rules = []rule{
 		return t.has("too busy", "server is busy", "server busy", "currently busy")
 	}},
 	// Sluice's own replies, continued.
-	{cat: Login, adv: advLockout, match: func(t *text) bool { return t.has("too many failed logins") }},
+	{cat: Login, advise: adviseLockout, match: func(t *text) bool { return t.has("too many failed logins") }},
 	{cat: Login, adv: advLoginDisabled, match: func(t *text) bool {
 		return t.has("suspended for suspected abuse") || t.has("login ") && t.has(" is disabled", " is suspended")
 	}},

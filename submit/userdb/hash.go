@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"github.com/GehirnInc/crypt"
@@ -45,7 +46,21 @@ var errUnknownHash = errors.New("userdb: unknown hash format")
 // Dovecot write ($6$ SHA512-CRYPT, $5$ SHA256-CRYPT), with or without a
 // Dovecot scheme prefix such as {SHA512-CRYPT}. Comparisons are
 // constant-time. Plain-text and MD5 schemes are refused.
+//
+// At most one verification per CPU runs at a time; the others wait. The
+// slow hashes are CPU-bound, so this costs no throughput, and it bounds the
+// memory: an argon2id verification needs 19 MiB, so fifty logins at once
+// would otherwise hold about a gigabyte, which the Go runtime keeps long
+// after the logins are done.
 func CheckPassword(stored, password string) (bool, error) {
+	hashSlots <- struct{}{}
+	defer func() { <-hashSlots }()
+	return checkPassword(stored, password)
+}
+
+var hashSlots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+func checkPassword(stored, password string) (bool, error) {
 	if strings.HasPrefix(stored, "{") {
 		end := strings.IndexByte(stored, '}')
 		if end < 0 {
