@@ -61,6 +61,7 @@ type Config struct {
 			Timeout Duration `toml:"timeout"`
 		} `toml:"dovecot"`
 		UsersFile           string   `toml:"users_file"`
+		CacheTTL            Duration `toml:"cache_ttl"`
 		MaxFailuresPerLogin int      `toml:"max_failures_per_login"`
 		MaxFailuresPerIP    int      `toml:"max_failures_per_ip"`
 		FailureWindow       Duration `toml:"failure_window"`
@@ -234,6 +235,7 @@ func defaultConfig() *Config {
 	c.Auth.MaxFailuresPerIP = 30
 	c.Auth.FailureWindow = Duration{15 * time.Minute}
 	c.Auth.Lockout = Duration{15 * time.Minute}
+	c.Auth.CacheTTL = Duration{5 * time.Minute}
 	return c
 }
 

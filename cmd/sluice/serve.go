@@ -35,6 +35,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	if stop, err := startProfiles(log); err != nil {
+		return err
+	} else {
+		defer stop()
+	}
 	// Signals are caught from the start: a SIGHUP (systemd reload) or
 	// SIGTERM that arrives while we are still opening stores waits for the
 	// loop below instead of killing the process.
@@ -58,6 +63,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	users.CacheTTL = cfg.Auth.CacheTTL.Duration
 	ring, err := dkim.Open(dkimDir(cfg))
 	if err != nil {
 		return err

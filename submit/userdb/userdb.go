@@ -48,6 +48,11 @@ var ErrExists = errors.New("login exists already")
 type File struct {
 	path string
 
+	// CacheTTL is how long a verified password is remembered for its login
+	// (see verifiedCache); 0 verifies every time. Set it before use.
+	CacheTTL time.Duration
+	verified *verifiedCache
+
 	mu      sync.RWMutex
 	users   map[string]*User
 	stamp   fileStamp
@@ -62,7 +67,7 @@ type fileStamp struct {
 
 // Open reads the user file at path; a missing file is an empty user list.
 func Open(path string) (*File, error) {
-	f := &File{path: path}
+	f := &File{path: path, verified: newVerifiedCache()}
 	if err := f.reload(); err != nil {
 		return nil, err
 	}
@@ -153,12 +158,19 @@ func (f *File) Authenticate(ctx context.Context, username, password string) (*su
 		CheckPassword(dummyHash, password)
 		return nil, submit.ErrBadCredentials
 	}
+	now := time.Now()
+	if f.CacheTTL > 0 && f.verified.ok(name, u.Hash, password, now) {
+		return u.login(), nil
+	}
 	ok, err := CheckPassword(u.Hash, password)
 	if err != nil {
 		return nil, fmt.Errorf("userdb: login %s: %w", name, err)
 	}
 	if !ok {
 		return nil, submit.ErrBadCredentials
+	}
+	if f.CacheTTL > 0 {
+		f.verified.remember(name, u.Hash, password, now.Add(f.CacheTTL))
 	}
 	return u.login(), nil
 }
