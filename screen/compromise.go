@@ -46,30 +46,63 @@ func (c *Compromise) Name() string { return "compromise" }
 func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
 	tag := domainOf(m.Login)
 	var why string
-	if c.NewRecipientsPerHour > 0 && c.History != nil {
+	hist, hok := c.History.(*RedisStore)
+	hourly, h1 := c.Hourly.(*RedisStore)
+	daily, h2 := c.Daily.(*RedisStore)
+	wantNew, wantVolume := c.NewRecipientsPerHour > 0 && c.History != nil, c.VolumeMultiple > 0
+	if hok && h1 && h2 && (wantNew || wantVolume) {
+		// Shared store: the same counts in one round trip (see
+		// compromiseCounts), instead of up to four.
+		newTotal, hour, day, err := compromiseCounts(ctx, hist, hourly, daily, tag, m.Login, nowID(), m.Rcpts, wantNew, wantVolume)
+		if err != nil {
+			c.Log.Warn("screen: compromise counters unavailable", "login", m.Login, "err", err)
+			return nil
+		}
+		why = c.judge(newTotal, hour, day)
+		return c.suspend(ctx, m, why)
+	}
+	newTotal, hour, day := -1, 0, 0
+	if wantNew {
 		n, err := c.History.NewRecipients(ctx, tag, m.Login, m.Rcpts)
 		if err != nil {
 			c.Log.Warn("screen: recipient history unavailable", "login", m.Login, "err", err)
 		} else if n > 0 {
-			total, err := c.Hourly.Count(ctx, tag, "new:"+m.Login, nowID(), n)
-			if err == nil && total > c.NewRecipientsPerHour {
-				why = fmt.Sprintf("%d first-time recipients within an hour (threshold %d)", total, c.NewRecipientsPerHour)
+			if total, err := c.Hourly.Count(ctx, tag, "new:"+m.Login, nowID(), n); err == nil {
+				newTotal = total
 			}
 		}
 	}
-	if why == "" && c.VolumeMultiple > 0 {
+	if wantVolume {
 		id := nowID()
-		hour, err1 := c.Hourly.Count(ctx, tag, "vol:"+m.Login, id, len(m.Rcpts))
-		day, err2 := c.Daily.Count(ctx, tag, "vol:"+m.Login, id, len(m.Rcpts))
+		h, err1 := c.Hourly.Count(ctx, tag, "vol:"+m.Login, id, len(m.Rcpts))
+		d, err2 := c.Daily.Count(ctx, tag, dailyVolumeKey(m.Login), id, len(m.Rcpts))
 		if err1 == nil && err2 == nil {
-			// A login with no earlier volume has no "usual" yet: only
-			// the quota applies to it.
-			usual := float64(day-hour) / 23
-			if day > hour && hour > c.MinVolume && float64(hour) > c.VolumeMultiple*max(usual, 1) {
-				why = fmt.Sprintf("%d recipients this hour against a usual %.0f per hour", hour, usual)
-			}
+			hour, day = h, d
 		}
 	}
+	why = c.judge(newTotal, hour, day)
+	return c.suspend(ctx, m, why)
+}
+
+// judge says what is suspicious about the counts (newTotal -1: no
+// first-time recipients), or "".
+func (c *Compromise) judge(newTotal, hour, day int) string {
+	if c.NewRecipientsPerHour > 0 && newTotal > c.NewRecipientsPerHour {
+		return fmt.Sprintf("%d first-time recipients within an hour (threshold %d)", newTotal, c.NewRecipientsPerHour)
+	}
+	if c.VolumeMultiple > 0 {
+		// A login with no earlier volume has no "usual" yet: only the
+		// quota applies to it.
+		usual := float64(day-hour) / 23
+		if day > hour && hour > c.MinVolume && float64(hour) > c.VolumeMultiple*max(usual, 1) {
+			return fmt.Sprintf("%d recipients this hour against a usual %.0f per hour", hour, usual)
+		}
+	}
+	return ""
+}
+
+// suspend acts on a reason ("" : nothing suspicious).
+func (c *Compromise) suspend(ctx context.Context, m *Message, why string) *Verdict {
 	if why == "" {
 		return nil
 	}
@@ -135,3 +168,9 @@ func (r *RedisStore) NewRecipients(ctx context.Context, tag, login string, rcpts
 	}
 	return n, nil
 }
+
+// dailyVolumeKey names the login's 24-hour volume counter. It must differ
+// from the hourly one ("vol:LOGIN"): in Redis both stores share one key
+// space, and the hourly store's cleaning would cut the daily log to an
+// hour, so that a login's "usual" volume always looked like nothing.
+func dailyVolumeKey(login string) string { return "vol24:" + login }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sluice/screen/redistest"
 )
 
 type suspendLog map[string]string
@@ -15,11 +17,36 @@ func (s suspendLog) Suspend(_ context.Context, login, reason string) error {
 	return nil
 }
 
+// compromiseStores returns the hourly and daily stores (the hourly one is
+// also the recipient history) of one kind: "memory", or "redis" on a real
+// redis-server (where the rule counts in one pipelined round trip).
+func compromiseStores(t *testing.T, kind string) (hourly, daily interface {
+	QuotaStore
+	RecipientHistory
+}) {
+	if kind == "memory" {
+		return NewMemoryStore(StoreConfig{Window: time.Hour, Hold: time.Minute}), NewMemoryStore(StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+	}
+	srv := redistest.Start(t)
+	rdb, err := NewRedisClient(srv.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute}), NewRedisStore(rdb, StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+}
+
 func TestCompromiseFirstTimeRecipientBurst(t *testing.T) {
-	store := NewMemoryStore(StoreConfig{Window: time.Hour, Hold: time.Minute})
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) { testCompromiseBurst(t, kind) })
+	}
+}
+
+func testCompromiseBurst(t *testing.T, kind string) {
+	store, daily := compromiseStores(t, kind)
 	sus := suspendLog{}
-	c := &Compromise{NewRecipientsPerHour: 50, History: store, Hourly: store,
-		Daily: NewMemoryStore(StoreConfig{Window: 24 * time.Hour, Hold: time.Minute}), Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
+	c := &Compromise{NewRecipientsPerHour: 50, VolumeMultiple: 10, MinVolume: 1000, History: store, Hourly: store,
+		Daily: daily, Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
 	// Writing to the same 10 people again and again is normal.
 	for i := 0; i < 20; i++ {
 		var rcpts []string
@@ -48,8 +75,13 @@ func TestCompromiseFirstTimeRecipientBurst(t *testing.T) {
 }
 
 func TestCompromiseVolumeMultiple(t *testing.T) {
-	hourly := NewMemoryStore(StoreConfig{Window: time.Hour, Hold: time.Minute})
-	daily := NewMemoryStore(StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) { testCompromiseVolume(t, kind) })
+	}
+}
+
+func testCompromiseVolume(t *testing.T, kind string) {
+	hourly, daily := compromiseStores(t, kind)
 	sus := suspendLog{}
 	c := &Compromise{VolumeMultiple: 5, MinVolume: 20, Hourly: hourly, Daily: daily, Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
 	// A new login has no usual volume: never flagged by volume alone.
@@ -60,7 +92,7 @@ func TestCompromiseVolumeMultiple(t *testing.T) {
 	}
 	// An established login: 46 recipients over the day before this hour
 	// (2 an hour), then 30 in this hour.
-	daily.Count(context.Background(), "example.test", "vol:old@example.test", "history", 46)
+	daily.Count(context.Background(), "example.test", dailyVolumeKey("old@example.test"), "history", 46)
 	var v *Verdict
 	for i := 0; i < 30 && v == nil; i++ {
 		v = c.Check(context.Background(), &Message{Login: "old@example.test", Rcpts: []string{"a@remote.test"}})
