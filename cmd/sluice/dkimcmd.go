@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -22,24 +21,18 @@ const dkimUsage = `usage:
 func dkimDir(cfg *Config) string { return filepath.Join(cfg.DataDir, "dkim") }
 
 func cmdDKIM(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", dkimUsage)
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("dkim "+sub, flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file (TOML)")
-	selector := fs.String("selector", "", "selector (default: s + this month, e.g. s202611)")
-	algo := fs.String("algo", "both", "rsa, ed25519 or both")
-	pos, err := parseInterspersed(fs, args[1:])
+	sc, err := newSubcommand("dkim", args, dkimUsage, "keygen", "list", "record", "activate", "retire")
 	if err != nil {
 		return err
 	}
-	switch sub {
-	case "keygen", "list", "record", "activate", "retire":
-	default:
-		return usagef("unknown subcommand %q\n%s", sub, dkimUsage)
+	sub, cfgPath := sc.name, sc.cfgPath
+	selector := sc.fs.String("selector", "", "selector (default: s + this month, e.g. s202611)")
+	algo := sc.fs.String("algo", "both", "rsa, ed25519 or both")
+	pos, err := sc.parse(args)
+	if err != nil {
+		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := sc.config()
 	if err != nil {
 		return err
 	}

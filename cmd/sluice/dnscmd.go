@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -40,13 +39,12 @@ func (e errFindings) ExitCode() int {
 }
 
 func cmdDNS(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", dnsUsage)
+	sc, err := newSubcommand("dns", args, dnsUsage, "check", "records")
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("dns "+sub, flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file (TOML)")
-	pos, err := parseInterspersed(fs, args[1:])
+	sub := sc.name
+	pos, err := sc.parse(args)
 	if err != nil {
 		return err
 	}
@@ -54,7 +52,7 @@ func cmdDNS(args []string, stdout io.Writer) error {
 		return usagef("%s", dnsUsage)
 	}
 	domain := strings.ToLower(strings.TrimSuffix(pos[0], "."))
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := sc.config()
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -135,6 +136,39 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		args = fs.Args()[1:]
 	}
 }
+
+// subcommand is what every "sluice CMD SUB ..." command starts with: a
+// known subcommand and its flag set, which has --config.
+type subcommand struct {
+	name    string
+	fs      *flag.FlagSet
+	cfgPath *string
+}
+
+// newSubcommand checks that args start with one of known (-h shows usage)
+// and returns the subcommand; the caller declares its own flags on fs.
+func newSubcommand(cmd string, args []string, usage string, known ...string) (*subcommand, error) {
+	if len(args) == 0 {
+		return nil, usagef("%s", usage)
+	}
+	switch sub := args[0]; {
+	case sub == "-h" || sub == "--help" || sub == "help":
+		return nil, helpRequested{usage + "\n"}
+	case !slices.Contains(known, sub):
+		return nil, usagef("unknown subcommand %q\n%s", sub, usage)
+	}
+	fs := flag.NewFlagSet(cmd+" "+args[0], flag.ContinueOnError)
+	return &subcommand{name: args[0], fs: fs, cfgPath: fs.String("config", "", "configuration file (TOML)")}, nil
+}
+
+// parse parses the flags after the subcommand's name and returns the
+// positional arguments.
+func (s *subcommand) parse(args []string) ([]string, error) {
+	return parseInterspersed(s.fs, args[1:])
+}
+
+// config loads the configuration --config names (or the defaults).
+func (s *subcommand) config() (*Config, error) { return loadConfig(*s.cfgPath) }
 
 // multiFlag collects a flag given several times.
 type multiFlag []string

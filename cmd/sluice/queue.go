@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -26,26 +25,20 @@ const queueUsage = `usage:
 // changes the message's state file and asks the server, if it runs, to
 // reread the queue.
 func cmdQueue(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", queueUsage)
+	sc, err := newSubcommand("queue", args, queueUsage, "list", "show", "held", "retry", "hold", "release", "delete")
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("queue "+sub, flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file (TOML)")
+	sub, fs := sc.name, sc.fs
 	login := fs.String("login", "", "only messages of this login")
 	domain := fs.String("domain", "", "only messages with a recipient in this domain")
 	all := fs.Bool("all", false, "every message")
 	reason := fs.String("reason", "held by the operator", "why the message is held")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := sc.parse(args)
 	if err != nil {
 		return err
 	}
-	switch sub {
-	case "list", "show", "held", "retry", "hold", "release", "delete":
-	default:
-		return usagef("unknown subcommand %q\n%s", sub, queueUsage)
-	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := sc.config()
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,14 +20,13 @@ const quotaUsage = `usage:
 // when redis_url is set, otherwise the running server over its control
 // socket.
 func cmdQuota(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", quotaUsage)
+	sc, err := newSubcommand("quota", args, quotaUsage, "show", "reset")
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("quota "+sub, flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file (TOML)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args[1:])
+	sub := sc.name
+	asJSON := sc.fs.Bool("json", false, "print JSON")
+	pos, err := sc.parse(args)
 	if err != nil {
 		return err
 	}
@@ -36,7 +34,7 @@ func cmdQuota(args []string, stdout io.Writer) error {
 		return usagef("%s", quotaUsage)
 	}
 	login := strings.ToLower(pos[0])
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := sc.config()
 	if err != nil {
 		return err
 	}

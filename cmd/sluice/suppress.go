@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -16,18 +15,17 @@ const suppressUsage = `usage:
   sluice suppress delete ADDRESS [--sender-domain D]`
 
 func cmdSuppress(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", suppressUsage)
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("suppress "+sub, flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file (TOML)")
-	senderDomain := fs.String("sender-domain", "", "only for mail from this domain")
-	pos, err := parseInterspersed(fs, args[1:])
+	sc, err := newSubcommand("suppress", args, suppressUsage, "list", "delete")
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
+	sub := sc.name
+	senderDomain := sc.fs.String("sender-domain", "", "only for mail from this domain")
+	pos, err := sc.parse(args)
+	if err != nil {
+		return err
+	}
+	cfg, err := sc.config()
 	if err != nil {
 		return err
 	}
