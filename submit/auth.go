@@ -135,25 +135,56 @@ func (s *session) authenticate(mech, user, pass string) error {
 		srv.logAuth(s, mech, user, "backend-error")
 		return reply(454, ecTempPolicy, "temporary authentication failure, try again in a few minutes")
 	}
-	if login.Disabled {
+	if login.Disabled && !(srv.Suspensions != nil && suspendedByRule(login)) {
 		srv.logAuth(s, mech, user, "disabled")
 		return errDisabled(login, srv.abuseContact())
+	}
+	if srv.Suspensions != nil {
+		// Suspended by the compromise rule on any instance, for a login of
+		// any backend: the same reply as a suspended login of the file.
+		// Suspensions also judges a suspension the user file holds: it
+		// may have been lifted on another instance.
+		reason, err := srv.Suspensions.Suspended(ctx, login.Name)
+		switch {
+		case err != nil:
+			if !srv.storeError(s, user, "suspension", "suspension check", "not suspended", err) {
+				srv.logAuth(s, mech, user, "store-error")
+				return errTempFailure
+			}
+		case reason != "":
+			srv.logAuth(s, mech, user, "disabled")
+			return errDisabled(&Login{Name: login.Name, Disabled: true, DisabledReason: reason}, srv.abuseContact())
+		}
 	}
 	s.login = login
 	srv.logAuth(s, mech, user, "ok")
 	return nil
 }
 
+// suspendedByRule reports whether a disabled login's reason is the
+// compromise rule's ("suspended for suspected abuse: ..."; the prefix is
+// screen.SuspensionPrefix). Other reasons (an operator's, a panel's) are
+// refused here whatever the suspension store says.
+func suspendedByRule(l *Login) bool {
+	return strings.HasPrefix(l.DisabledReason, "suspended for suspected abuse")
+}
+
 // guardError logs and counts a lockout store failure and reports whether
 // the login may go on as if nothing were locked (on_store_error = "allow").
 func (srv *Server) guardError(s *session, user, what string, err error) (allowed bool) {
+	return srv.storeError(s, user, "lockout", what, "not locked", err)
+}
+
+// storeError is guardError for any store AUTH asks (store: "lockout",
+// "suspension"); asIf says what the login counts as when allowed.
+func (srv *Server) storeError(s *session, user, store, what, asIf string, err error) (allowed bool) {
 	srv.guardErrors.Add(1)
 	if srv.AllowOnGuardError {
-		srv.Logger.Warn("lockout store unavailable; going on as not locked (on_store_error = allow)",
+		srv.Logger.Warn(store+" store unavailable; going on as "+asIf+" (on_store_error = allow)",
 			"op", what, "login", user, "ip", s.ip, "err", err)
 		return true
 	}
-	srv.Logger.Error("lockout store unavailable; login refused with 451 4.3.0 (on_store_error = tempfail)",
+	srv.Logger.Error(store+" store unavailable; login refused with 451 4.3.0 (on_store_error = tempfail)",
 		"op", what, "login", user, "ip", s.ip, "err", err)
 	return false
 }
@@ -170,7 +201,8 @@ func (srv *Server) fingerprint(ctx context.Context, s *session, user, pass strin
 	return fingerprint(key, user, pass)
 }
 
-// GuardStoreErrors counts the lockout store failures seen (for metrics).
+// GuardStoreErrors counts the failures of the lockout and suspension
+// stores seen at AUTH (for metrics).
 func (srv *Server) GuardStoreErrors() int64 { return srv.guardErrors.Load() }
 
 func (srv *Server) logAuth(s *session, mech, user, result string) {

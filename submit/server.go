@@ -66,6 +66,18 @@ type Screener interface {
 	ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (hold string, headers []byte, err error)
 }
 
+// Suspensions is what AUTH asks of the suspension store every instance
+// shares (in Redis, or a local file for one instance): whether the
+// compromise rule suspended a login, whatever backend holds it. When it
+// is set, a login the backend reports disabled with the rule's reason
+// ("suspended for suspected abuse: ...") is judged by it too, since an
+// operator may have lifted that suspension on another instance. Errors
+// follow on_store_error (AllowOnGuardError).
+type Suspensions interface {
+	// Suspended returns the reason the login is suspended, or "".
+	Suspended(ctx context.Context, login string) (reason string, err error)
+}
+
 // Observer is told of what the session sees, for metrics. Calls must be
 // cheap and safe for concurrent use.
 type Observer interface {
@@ -125,6 +137,9 @@ type Server struct {
 	Precheck  SenderCheck // nil: no DNS pre-check
 	Screen    Screener    // nil: no content rules
 	Observer  Observer    // nil: none
+	// Suspensions is asked after each successful password check (one
+	// round trip); nil: only Login.Disabled counts.
+	Suspensions Suspensions
 	// ProxyTrusted, when set, makes every listener accept the PROXY
 	// protocol (v1 and v2) from these networks (load balancers), so that
 	// limits and logs see the real client; a PROXY header from anywhere
@@ -133,10 +148,10 @@ type Server struct {
 	// AbuseContact is whom a suspended login is told to contact
 	// (default postmaster@Hostname).
 	AbuseContact string
-	// AllowOnGuardError lets a login go on as not locked out when the
-	// Guard's store cannot answer (on_store_error = "allow"); the failure
-	// is logged and counted (GuardStoreErrors). Otherwise the login gets
-	// 451 4.3.0.
+	// AllowOnGuardError lets a login go on as not locked out (or not
+	// suspended) when the Guard's (or Suspensions') store cannot answer
+	// (on_store_error = "allow"); the failure is logged and counted
+	// (GuardStoreErrors). Otherwise the login gets 451 4.3.0.
 	AllowOnGuardError bool
 	Logger            *slog.Logger
 	Limits            Limits

@@ -32,6 +32,7 @@ type adminAPI struct {
 	cfg      func() *Config
 	users    *userdb.File
 	quota    *screen.Quota
+	susp     suspensionStore // the compromise rule's suspensions
 	spool    *spool.Spool
 	relay    *relay.Relay
 	log      *slog.Logger
@@ -53,6 +54,7 @@ var adminRoutes = []adminRoute{
 	{"PATCH", "/api/v1/logins/{login}", (*adminAPI).updateLogin},
 	{"DELETE", "/api/v1/logins/{login}", (*adminAPI).deleteLogin},
 	{"GET", "/api/v1/logins/{login}/usage", (*adminAPI).loginUsage},
+	{"DELETE", "/api/v1/logins/{login}/suspension", (*adminAPI).liftSuspension},
 	{"GET", "/api/v1/held", (*adminAPI).listHeld},
 	{"POST", "/api/v1/held/{id}/release", (*adminAPI).releaseHeld},
 	{"DELETE", "/api/v1/held/{id}", (*adminAPI).deleteHeld},
@@ -270,7 +272,7 @@ func toJSON(u *userdb.User) loginJSON {
 
 func (a *adminAPI) fileOnly() error {
 	if !fileBackendConfigured(a.cfg()) {
-		return conflict("logins come from a read-only backend (sql or dovecot); change them there")
+		return conflict("logins come from a read-only backend (sql or dovecot); change them there (a suspension by Sluice is lifted with DELETE /api/v1/logins/{login}/suspension)")
 	}
 	return nil
 }
@@ -441,6 +443,7 @@ func (a *adminAPI) updateLogin(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("address cannot be changed (it is the login); create the new login and delete this one")
 	}
 	var updated *userdb.User
+	lifted := false
 	err := a.users.Update(func(m map[string]*userdb.User) error {
 		u := m[addr]
 		if u == nil {
@@ -449,13 +452,25 @@ func (a *adminAPI) updateLogin(w http.ResponseWriter, r *http.Request) error {
 		if err := c.apply(u); err != nil {
 			return err
 		}
+		if c.Disabled != nil && !*c.Disabled {
+			// Enabling lifts the compromise rule's suspension on every
+			// instance too; if the store cannot, nothing is changed.
+			var err error
+			if lifted, err = a.liftStored(r, addr); err != nil {
+				return err
+			}
+		}
 		updated = u
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	a.changed(r, "login updated", c.summary(updated)...)
+	summary := c.summary(updated)
+	if lifted {
+		summary = append(summary, "suspension", "lifted")
+	}
+	a.changed(r, "login updated", summary...)
 	writeJSON(w, http.StatusOK, toJSON(updated))
 	return nil
 }
@@ -506,7 +521,79 @@ func (a *adminAPI) loginUsage(w http.ResponseWriter, r *http.Request) error {
 		a.log.Error("admin api: quota store", "login", addr, "err", err)
 		return &apiError{http.StatusServiceUnavailable, "the quota store did not answer; try again"}
 	}
+	if a.susp != nil {
+		sus, liftedAt, err := a.susp.State(r.Context(), addr)
+		if err != nil {
+			return a.suspStoreDown(addr, err)
+		}
+		if sus == nil && !liftedAt.IsZero() && u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
+			// Lifted on another instance; this user file catches up at
+			// the login's next AUTH, which lets it in.
+			state["suspended"], state["disabled"], state["reason"] = false, false, ""
+		}
+		if sus != nil {
+			// Suspended by the compromise rule on some instance: the login
+			// cannot log in on any, whatever backend holds it.
+			if fileDisabled := state["disabled"].(bool); !fileDisabled || state["reason"] == "" {
+				state["reason"] = sus.Reason
+			}
+			state["suspended"], state["disabled"] = true, true
+			state["since"] = sus.Since.UTC()
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"quota": rep, "state": state})
+	return nil
+}
+
+func (a *adminAPI) suspStoreDown(login string, err error) error {
+	a.log.Error("admin api: suspension store", "login", login, "err", err)
+	return &apiError{http.StatusServiceUnavailable, "the suspension store did not answer; nothing was changed; try again"}
+}
+
+// liftStored lifts the login's suspension in the suspension store.
+func (a *adminAPI) liftStored(r *http.Request, login string) (bool, error) {
+	if a.susp == nil {
+		return false, nil
+	}
+	lifted, err := a.susp.Lift(r.Context(), login)
+	if err != nil {
+		return false, a.suspStoreDown(login, err)
+	}
+	return lifted, nil
+}
+
+// liftSuspension lifts the compromise rule's suspension of a login of any
+// backend: in the suspension store (every instance), and in the user file
+// when the login is disabled there for suspected abuse. A login disabled
+// by an operator, or in the hosting panel, stays disabled.
+func (a *adminAPI) liftSuspension(w http.ResponseWriter, r *http.Request) error {
+	addr := strings.ToLower(r.PathValue("login"))
+	if userdb.CheckAddress(addr) != nil {
+		return notFound("no login %s", addr)
+	}
+	lifted, err := a.liftStored(r, addr)
+	if err != nil {
+		return err
+	}
+	if userFileRole(a.cfg()) != roleNone {
+		if u, err := a.users.Get(addr); err == nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
+			err := a.users.Update(func(m map[string]*userdb.User) error {
+				if u := m[addr]; u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
+					u.Disabled, u.Reason = false, ""
+					lifted = true
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if !lifted {
+		return notFound("login %s is not suspended", addr)
+	}
+	a.changed(r, "suspension lifted", "login", addr)
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -392,7 +392,9 @@ func TestAdminAPI(t *testing.T) {
 	t.Run("held-and-queue", func(t *testing.T) { admTestHeld(t, s) })
 	t.Run("suppressions", func(t *testing.T) { admTestSuppressions(t, s) })
 	t.Run("suspended", func(t *testing.T) { admTestSuspended(t, s) })
+	t.Run("suspension-lift", func(t *testing.T) { shsTestAdminLift(t, s) })
 	t.Run("read-only-backend", admTestReadOnly)
+	t.Run("read-only-backend-suspension", shsTestAdminReadOnly)
 	storeDown := false
 	t.Run("quota-store-down", func(t *testing.T) { storeDown = admTestStoreDown(t) })
 	if t.Failed() {
@@ -810,9 +812,11 @@ func admTestStoreDown(t *testing.T) bool {
 	red := redistest.Start(t)
 	s := admStart(t, "", fmt.Sprintf("\n[quota]\nredis_url = %q\n", red.URL()), alice)
 	s.call(t, 200, "GET", "/api/v1/logins/alice@example.test/usage", "")
+	shsTestAdminRedis(t, s, red)
 	red.Stop()
 	if r := s.call(t, 503, "GET", "/api/v1/logins/alice@example.test/usage", ""); !strings.Contains(r.errorText(t), "quota store") {
 		t.Errorf("503 says %s", r)
 	}
+	shsTestAdminRedisDown(t, s)
 	return true
 }

@@ -25,17 +25,29 @@ func (o observer) Held(id, login, reason string) {
 	o.out.Emit(webhook.MessageHeld, map[string]string{"queue_id": id, "login": login, "reason": reason})
 }
 
-// suspender records the suspension (user file) and tells the platform,
-// once per suspension: a session that goes on sending after its login was
-// suspended trips the rule again on every message.
+// suspender records the compromise rule's suspensions and tells the
+// platform, once per suspension (a session that goes on sending after its
+// login was suspended trips the rule again on every message):
+//
+//   - a login of the user file is disabled there, as before, so that
+//     `sluice user list` shows it;
+//   - with Redis, every login is also recorded in the shared store, so
+//     that every instance refuses it (each may have its own users file, or
+//     a read-only one) and logins of SQL and Dovecot are refused too; the
+//     store says whether the suspension is new, for all instances;
+//   - without Redis, logins the file does not hold (SQL, Dovecot), or
+//     cannot hold because it is read-only, go to data_dir/suspended.json.
 type suspender struct {
-	inner screen.Suspender
-	out   *webhook.Outbox
+	users  *userdb.File // nil: the user file holds no logins
+	store  suspensionStore
+	shared bool // store is Redis
+	out    *webhook.Outbox
+	log    *slog.Logger
 }
 
-// suspendTold remembers, for logins the user file does not hold (SQL,
-// Dovecot), when the platform was last told, so that it is told once an
-// hour at most. Logins of the file are told when they become disabled.
+// suspendTold remembers, for logins nothing could record (every store
+// failed), when the platform was last told, so that it is told once an
+// hour at most.
 var suspendTold = struct {
 	mu sync.Mutex
 	at map[string]time.Time
@@ -43,22 +55,37 @@ var suspendTold = struct {
 
 func (s suspender) Suspend(ctx context.Context, login, reason string) error {
 	login = strings.ToLower(login)
-	disabledBefore := false
-	if g, ok := s.inner.(interface {
-		Get(string) (*userdb.User, error)
-	}); ok {
-		if u, err := g.Get(login); err == nil && u.Disabled {
-			disabledBefore = true
+	inFile, disabledBefore := false, false
+	if s.users != nil {
+		if u, err := s.users.Get(login); err == nil {
+			inFile, disabledBefore = true, u.Disabled
 		}
 	}
-	err := s.inner.Suspend(ctx, login, reason)
-	if disabledBefore {
-		return err // told when it was suspended, or disabled by an operator
+	var fileErr error
+	fileNew := false
+	if inFile && !disabledBefore {
+		fileErr = s.users.Suspend(ctx, login, reason)
+		fileNew = fileErr == nil
 	}
-	recorded := err == nil
-	if !recorded && errors.Is(err, userdb.ErrNotFound) {
-		// A login of another backend: Sluice cannot disable it; the
-		// platform must, so it is told, but not on every message.
+	var storeErr error
+	storeNew, inStore := false, false
+	if s.store != nil && (s.shared || !inFile || fileErr != nil) {
+		storeNew, storeErr = s.store.Record(ctx, login, reason)
+		inStore = storeErr == nil
+	}
+	switch {
+	case fileErr != nil && inStore:
+		s.log.Warn("screen: user file not writable; the suspension is kept in the suspension store", "login", login, "err", fileErr)
+	case storeErr != nil && (fileNew || disabledBefore):
+		s.log.Error("screen: suspension store unavailable; the login is disabled in this instance's user file only", "login", login, "err", storeErr)
+	}
+	if !(fileNew || disabledBefore || inStore) {
+		err := errors.Join(fileErr, storeErr)
+		if err == nil {
+			err = errors.New("no suspension store")
+		}
+		// Nothing could record it: the platform must act, so it is
+		// told, but not on every message.
 		suspendTold.mu.Lock()
 		last, seen := suspendTold.at[login]
 		if seen && time.Since(last) < time.Hour {
@@ -70,9 +97,74 @@ func (s suspender) Suspend(ctx context.Context, login, reason string) error {
 		}
 		suspendTold.at[login] = time.Now()
 		suspendTold.mu.Unlock()
+		s.out.Emit(webhook.LoginSuspended, map[string]any{"login": login, "reason": reason, "disabled_in_sluice": false})
+		return err
 	}
-	s.out.Emit(webhook.LoginSuspended, map[string]any{"login": login, "reason": reason, "disabled_in_sluice": recorded})
-	return err
+	// Once per suspension: the shared store decides for every instance;
+	// otherwise the first write of the file or the local store.
+	tell := fileNew || storeNew
+	if s.shared && storeErr == nil {
+		tell = storeNew
+	}
+	if tell {
+		s.out.Emit(webhook.LoginSuspended, map[string]any{"login": login, "reason": reason, "disabled_in_sluice": true})
+	}
+	return nil
+}
+
+// authSuspensions is what AUTH asks (submit.Suspensions): the suspension
+// store, with the suspensions this instance's user file holds. One store
+// round trip, and a stat of the user file (the file's own check).
+//
+//   - suspended in the store: refused, on every instance;
+//   - suspended in the user file only: refused, also while the store is
+//     down (a known suspension holds), unless the store says an operator
+//     lifted it (`sluice user enable` on another instance, or the admin
+//     API): then the login gets in and the file is enabled here too.
+type authSuspensions struct {
+	store suspensionStore
+	users *userdb.File // nil: the user file holds no logins
+	log   *slog.Logger
+}
+
+func (a authSuspensions) Suspended(ctx context.Context, login string) (string, error) {
+	sus, liftedAt, err := a.store.State(ctx, login)
+	fileReason := ""
+	if a.users != nil {
+		if u, gerr := a.users.Get(login); gerr == nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
+			fileReason = u.Reason
+		}
+	}
+	switch {
+	case err != nil && fileReason != "":
+		return fileReason, nil
+	case err != nil:
+		return "", err
+	case sus != nil:
+		return sus.Reason, nil
+	case fileReason != "" && !liftedAt.IsZero():
+		a.enableInFile(login, liftedAt)
+		return "", nil
+	}
+	return fileReason, nil
+}
+
+// enableInFile enables a login whose suspension was lifted elsewhere, so
+// that this instance's `sluice user list` agrees. A file that cannot be
+// written (read-only) is logged; the store's lift lets the login in all
+// the same for as long as it is remembered (screen.SuspensionTTL).
+func (a authSuspensions) enableInFile(login string, liftedAt time.Time) {
+	err := a.users.Update(func(users map[string]*userdb.User) error {
+		if u := users[login]; u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
+			u.Disabled, u.Reason = false, ""
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Warn("suspension lifted elsewhere; the user file still says suspended and could not be changed", "login", login, "lifted", liftedAt.UTC(), "err", err)
+		return
+	}
+	a.log.Info("suspension lifted elsewhere; login enabled in the user file", "login", login, "lifted", liftedAt.UTC())
 }
 
 // quotaEvents emits quota.reached once per scope (a login, or a domain's

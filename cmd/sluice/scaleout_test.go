@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"sluice/screen/redistest"
 )
@@ -164,4 +165,132 @@ func TestScaleOutSharedRedis(t *testing.T) {
 	// ---- delivery: each instance empties its own spool into the sink
 	sink.setOpen(true)
 	opsWaitDelivered(t, sink, accepted, srvs...)
+}
+
+// shsShop is the login whose password is stolen in the shared-suspension
+// tests.
+var shsShop = testUser{addr: "shop@scale.test", password: "shop-scale-pw-1", grants: []string{"@scale.test"}}
+
+const shsContact = "abuse@relay.scale.test"
+
+// shsAuth logs in on addr and returns the reply.
+func shsAuth(t *testing.T, addr string, implicit bool, u testUser) (int, string) {
+	t.Helper()
+	c, err := opsDial(addr, implicit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.quit()
+	code, text, err := c.auth(u.addr, u.password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, text
+}
+
+// shsWantSuspended asserts the suspended-login reply on both listeners of s.
+func shsWantSuspended(t *testing.T, s *sluiceServer, name string, u testUser, why string) {
+	t.Helper()
+	want := "5.7.8 login " + u.addr + " is " + why + "; contact " + shsContact + " to check the account and have it enabled"
+	for _, implicit := range []bool{false, true} {
+		addr := s.submission
+		if implicit {
+			addr = s.tlsAddr
+		}
+		if code, text := shsAuth(t, addr, implicit, u); code != 535 || text != want {
+			t.Errorf("instance %s (%s): AUTH as the suspended login: %d %s\nwant 535 %s", name, addr, code, text, want)
+		}
+	}
+}
+
+// TestScaleOutSharedSuspension: two instances share one Redis, each with
+// its own data dir and its own users file. The compromise rule trips on
+// A; B refuses the login from then on (its own users file does not say
+// so), the platform is told once, and `sluice user enable` against B's
+// configuration lets the login in on both again, A's users file included.
+func TestScaleOutSharedSuspension(t *testing.T) {
+	t.Parallel()
+	red := redistest.Start(t)
+	recv := whStartReceiver(t)
+	extra := fmt.Sprintf("\n[quota]\nredis_url = %q\n\n[screen]\nnew_recipients_per_hour = 3\nvolume_multiple = 0.0\nabuse_contact = %q\n",
+		red.URL(), shsContact) + whTOML(recv, []string{"login.suspended"})
+	a := startServerWith(t, extra, shsShop)
+	b := startServerWith(t, extra, shsShop)
+	if code, text := shsAuth(t, b.submission, false, shsShop); code != 235 {
+		t.Fatalf("instance B before the suspension: %d %s", code, text)
+	}
+
+	// The password is stolen: a burst of strangers through A, and the
+	// session goes on sending (each message trips the rule again).
+	c, err := opsDial(a.submission, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, text, err := c.auth(shsShop.addr, shsShop.password); err != nil || code != 235 {
+		t.Fatalf("AUTH on A: %d %s %v", code, text, err)
+	}
+	for i, rcpts := range [][]string{
+		{"a1@list.test", "a2@list.test", "a3@list.test", "a4@list.test"},
+		{"a5@list.test", "a6@list.test"},
+	} {
+		r, err := whSendMany(c, shsShop.addr, rcpts, opsMessage(shsShop.addr, rcpts[0], fmt.Sprintf("burst%d", i)))
+		id, ok := r.queued()
+		if err != nil || !ok || !strings.HasPrefix(screenHold(t, a.dataDir, id), "compromise: ") {
+			t.Fatalf("burst message %d on A: %v %v, want 250 held by the compromise rule", i, r, err)
+		}
+	}
+	c.quit()
+	const why = "suspended for suspected abuse: 4 first-time recipients within an hour (threshold 3)"
+
+	shsWantSuspended(t, b, "B", shsShop, why)
+	shsWantSuspended(t, a, "A", shsShop, why)
+
+	t.Run("user-show-on-B-reads-the-shared-store", func(t *testing.T) {
+		u := hdUserShow(t, b, shsShop.addr)
+		since, err := time.Parse(time.RFC3339, u["since"])
+		if u["state"] != "suspended" || u["reason"] != why || err != nil || time.Since(since) > time.Minute {
+			t.Errorf("sluice user show on B: %v, want state suspended, the reason and since just now", u)
+		}
+		// B's own users file was not written: the store holds it.
+		if l := b.cli("user", "list"); l.exit != 0 || !strings.Contains(l.stdout, shsShop.addr+"  enabled") {
+			t.Errorf("sluice user list on B:\n%s", l)
+		}
+		if l := a.cli("user", "list"); l.exit != 0 || !strings.Contains(l.stdout, shsShop.addr+"  disabled") {
+			t.Errorf("sluice user list on A, whose users file records the suspension too:\n%s", l)
+		}
+	})
+
+	t.Run("platform-told-once", func(t *testing.T) {
+		opsWait(t, opsTimeout, "the login.suspended event delivered and both outboxes empty", func() (bool, string) {
+			n := recv.byType()["login.suspended"]
+			return n >= 1 && len(whOutbox(t, a.dataDir)) == 0 && len(whOutbox(t, b.dataDir)) == 0, fmt.Sprintf("received %d", n)
+		})
+		got := recv.requests()
+		if len(got) != 1 || got[0].data["login"] != shsShop.addr || got[0].data["reason"] != why || got[0].data["disabled_in_sluice"] != true {
+			t.Fatalf("login.suspended events: %+v, want one for %s with disabled_in_sluice true", got, shsShop.addr)
+		}
+		whCheckEvent(t, admLoadSpec(t), got[0])
+	})
+
+	t.Run("enable-on-B-lifts-it-on-both", func(t *testing.T) {
+		r := b.cli("user", "enable", shsShop.addr)
+		if r.exit != 0 || !strings.Contains(r.stdout, "login "+shsShop.addr+" enabled\n") || !strings.Contains(r.stdout, "suspension lifted on every instance (Redis)") {
+			t.Fatalf("sluice user enable on B:\n%s", r)
+		}
+		for _, s := range []struct {
+			name string
+			srv  *sluiceServer
+		}{{"B", b}, {"A", a}} {
+			if code, text := shsAuth(t, s.srv.submission, false, shsShop); code != 235 {
+				t.Errorf("instance %s after enable: %d %s, want 235", s.name, code, text)
+			}
+		}
+		// A's users file caught up at that login.
+		if u := hdUserShow(t, a, shsShop.addr); u["state"] != "enabled" || u["reason"] != "" || u["lifted"] != "" {
+			t.Errorf("sluice user show on A after the lift and a login: %v", u)
+		}
+		if !strings.Contains(a.stderr.String(), "suspension lifted elsewhere; login enabled in the user file") {
+			t.Error("A did not log that it enabled the login in its users file")
+		}
+	})
 }

@@ -89,6 +89,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		Logger:       log,
 		Guard:        st.guard,
 		Quota:        st.quota,
+		Suspensions:  authSuspensions{store: st.susp, users: fileLoginsOf(cfg, users), log: log},
 		AbuseContact: abuseContact(cfg),
 		// "allow" lets mail through unmetered when Redis fails; the lockout
 		// store then counts as "not locked" (logged and counted) too.
@@ -118,7 +119,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	srv.Observer = observer{met, out}
 	qe := &quotaEvents{out: out, seen: map[string]time.Time{}, window: cfg.Quota.Window.Duration}
 	st.quota.OnReached = qe.reached
-	rt := &runtimeParts{st: st, users: users, suspend: suspender{users, out}, ring: ring, certs: certs, metrics: met, log: log}
+	rt := &runtimeParts{st: st, users: users, suspend: suspender{users: fileLoginsOf(cfg, users), store: st.susp, shared: st.rdb != nil, out: out, log: log}, ring: ring, certs: certs, metrics: met, log: log}
 	rt.apply(cfg)
 	srv.Screen, srv.Precheck, srv.Signer = &rt.screen, &rt.precheck, rt
 
@@ -165,7 +166,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		web.cfg.Store(cfg)
 		if cfg.HTTP.AdminToken != "" {
 			web.admin = &adminAPI{tokenSum: sha256.Sum256([]byte(cfg.HTTP.AdminToken)), cfg: web.cfg.Load,
-				users: users, quota: st.quota, spool: sp, relay: rl, log: log}
+				users: users, quota: st.quota, susp: st.susp, spool: sp, relay: rl, log: log}
 		}
 		if err := web.start(cfg.HTTP.Listen); err != nil {
 			for _, x := range listeners {
@@ -267,6 +268,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	log.Info("submission stopped; stopping delivery between messages")
 	return nil
+}
+
+// fileLoginsOf is the user file when it holds logins (backend "file", or
+// Dovecot's grants and disabled state), else nil.
+func fileLoginsOf(cfg *Config, users *userdb.File) *userdb.File {
+	if userFileRole(cfg) == roleNone {
+		return nil
+	}
+	return users
 }
 
 func quotaStoreName(c *Config) string {

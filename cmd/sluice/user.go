@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"sluice/screen"
 	"sluice/submit/userdb"
 )
 
@@ -53,15 +55,19 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	}
 	role := userFileRole(cfg)
 	switch {
-	case role == roleNone:
+	case role == roleNone && sub != "show" && sub != "enable":
+		// show and enable also serve logins of read-only backends: they
+		// read and lift Sluice's own suspension of them.
 		return readOnlyBackends(cfg)
 	case role == roleGrants && (sub == "passwd" || *pwStdin):
 		return errors.New("Dovecot checks the passwords of these logins ([auth] backends has no \"file\"); change the password in Dovecot's passdb")
 	}
 	noLogin := func(addr string) error { return fmt.Errorf("no login %s%s", addr, otherBackends(cfg)) }
-	db, err := userdb.Open(cfg.usersFile())
-	if err != nil {
-		return err
+	var db *userdb.File
+	if role != roleNone {
+		if db, err = userdb.Open(cfg.usersFile()); err != nil {
+			return err
+		}
 	}
 	needAddr := func() (string, error) {
 		if len(pos) != 1 {
@@ -183,18 +189,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		u, err := db.Get(addr)
-		if errors.Is(err, userdb.ErrNotFound) {
-			return noLogin(addr)
-		} else if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "login:   %s\nstate:   %s\nquota:   %s\ngrants:  %s\ncreated: %s\n",
-			u.Address, state(u), quotaText(u.Quota), strings.Join(u.Grants, " "), u.Created.Format(time.RFC3339))
-		if u.Reason != "" {
-			fmt.Fprintf(stdout, "reason:  %s\n", u.Reason)
-		}
-		return nil
+		return userShow(cfg, db, addr, stdout)
 	case "passwd":
 		addr, err := needAddr()
 		if err != nil {
@@ -224,7 +219,13 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "password: %s\n", pw)
 		}
 		return nil
-	case "disable", "enable":
+	case "enable":
+		addr, err := needAddr()
+		if err != nil {
+			return err
+		}
+		return userEnable(cfg, db, addr, stdout)
+	case "disable":
 		addr, err := needAddr()
 		if err != nil {
 			return err
@@ -234,11 +235,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 			if u == nil {
 				return noLogin(addr)
 			}
-			u.Disabled = sub == "disable"
-			u.Reason = ""
-			if u.Disabled {
-				u.Reason = *reason
-			}
+			u.Disabled, u.Reason = true, *reason
 			return nil
 		})
 		if err != nil {
@@ -332,4 +329,146 @@ func obtainPassword(fromStdin bool, stdin io.Reader) (string, bool, error) {
 		return "", false, usagef("the password is longer than 1024 characters")
 	}
 	return pw, false, nil
+}
+
+// backendNames lists the configured backends other than the user file.
+func backendNames(cfg *Config) string {
+	var others []string
+	for _, b := range cfg.Auth.Backends {
+		if b != "file" {
+			others = append(others, b)
+		}
+	}
+	return strings.Join(others, ", ")
+}
+
+// userShow prints a login of the user file, or, with other backends
+// configured, what Sluice knows of a login of theirs: whether the
+// compromise rule suspended it (the suspension store: Redis, or
+// data_dir/suspended.json).
+func userShow(cfg *Config, db *userdb.File, addr string, stdout io.Writer) error {
+	var u *userdb.User
+	if db != nil {
+		var err error
+		if u, err = db.Get(addr); errors.Is(err, userdb.ErrNotFound) {
+			u = nil
+		} else if err != nil {
+			return err
+		}
+	}
+	store, _, closeStore, err := openSuspensions(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	sus, liftedAt, serr := store.State(context.Background(), addr)
+	if u == nil && sus == nil && serr == nil {
+		return noSuspension(cfg, db, addr, "")
+	}
+	staleFile := u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) && sus == nil && !liftedAt.IsZero()
+	if u != nil {
+		st := state(u)
+		switch {
+		case sus != nil:
+			st = "suspended"
+		case staleFile:
+			st = "enabled"
+		}
+		fmt.Fprintf(stdout, "login:   %s\nstate:   %s\nquota:   %s\ngrants:  %s\ncreated: %s\n",
+			u.Address, st, quotaText(u.Quota), strings.Join(u.Grants, " "), u.Created.Format(time.RFC3339))
+	} else {
+		st := "not suspended by Sluice"
+		if sus != nil {
+			st = "suspended"
+		}
+		fmt.Fprintf(stdout, "login:   %s\nbackend: %s (not in the user file; Sluice only reads it)\nstate:   %s\n", addr, backendNames(cfg), st)
+	}
+	switch {
+	case staleFile:
+		fmt.Fprintf(stdout, "lifted:  %s (the suspension was lifted through another instance; this user file is updated at the login's next AUTH)\n", liftedAt.UTC().Format(time.RFC3339))
+	case u != nil && u.Reason != "":
+		fmt.Fprintf(stdout, "reason:  %s\n", u.Reason)
+	case sus != nil:
+		fmt.Fprintf(stdout, "reason:  %s\n", sus.Reason)
+	}
+	if sus != nil {
+		fmt.Fprintf(stdout, "since:   %s\n", sus.Since.UTC().Format(time.RFC3339))
+	}
+	if serr != nil {
+		return fmt.Errorf("the suspension store did not answer, so a suspension of %s is not shown: %v", addr, serr)
+	}
+	return nil
+}
+
+// noSuspension is the error for a login the user file does not hold and
+// Sluice has not suspended.
+func noSuspension(cfg *Config, db *userdb.File, addr, what string) error {
+	if db == nil {
+		return fmt.Errorf("no suspension of %s%s by Sluice; %v", addr, what, readOnlyBackends(cfg))
+	}
+	if backendNames(cfg) == "" {
+		return fmt.Errorf("no login %s", addr)
+	}
+	return fmt.Errorf("no login %s in the user file and no suspension of it%s (logins of the %s backend are managed there, not with sluice user)", addr, what, backendNames(cfg))
+}
+
+// userEnable enables a login of the user file and lifts its suspension
+// everywhere: in the file and in the suspension store (with Redis, for
+// every instance). For a login of a read-only backend (SQL, Dovecot) it
+// only lifts Sluice's suspension: a login disabled there stays disabled.
+// If the store cannot answer, nothing is changed.
+func userEnable(cfg *Config, db *userdb.File, addr string, stdout io.Writer) error {
+	inFile, disabled := false, false
+	if db != nil {
+		if u, err := db.Get(addr); err == nil {
+			inFile, disabled = true, u.Disabled
+		} else if !errors.Is(err, userdb.ErrNotFound) {
+			return err
+		}
+	}
+	store, shared, closeStore, err := openSuspensions(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if !inFile && backendNames(cfg) == "" {
+		return fmt.Errorf("no login %s", addr)
+	}
+	lifted, err := store.Lift(context.Background(), addr)
+	if err != nil {
+		return fmt.Errorf("the suspension store did not answer, nothing was changed; try again: %v", err)
+	}
+	where := "in " + suspensionsPath(cfg)
+	if shared {
+		where = "on every instance (Redis)"
+	}
+	if !inFile {
+		if !lifted {
+			return noSuspension(cfg, db, addr, " to lift")
+		}
+		fmt.Fprintf(stdout, "suspension of login %s lifted %s\n", addr, where)
+		fmt.Fprintf(stdout, "the %s backend is read-only for Sluice: enable only lifted Sluice's suspension; a login disabled there stays disabled\n", backendNames(cfg))
+		return nil
+	}
+	if disabled {
+		// Not written when there is nothing to change: a read-only user
+		// file (a Kubernetes Secret) does not stop the lift.
+		err = db.Update(func(users map[string]*userdb.User) error {
+			if u := users[addr]; u != nil {
+				u.Disabled, u.Reason = false, ""
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		if lifted {
+			return fmt.Errorf("suspension lifted %s, but the user file was not changed: %w", where, err)
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "login %s enabled\n", addr)
+	if lifted {
+		fmt.Fprintf(stdout, "suspension lifted %s\n", where)
+	}
+	return nil
 }

@@ -53,7 +53,9 @@ func TestVerifiedCache(t *testing.T) {
 		{"new password: old one refused", func() { setPassword("second password") }, "first password", false, true},
 		{"new password accepted", nil, "second password", true, true},
 		{"new password remembered", nil, "second password", true, false},
-		{"expired entry hashes again", func() { f.verified.remember("a@example.test", f.users["a@example.test"].Hash, "second password", time.Now().Add(-time.Second)) }, "second password", true, true},
+		{"expired entry hashes again", func() {
+			f.verified.remember("a@example.test", f.users["a@example.test"].Hash, "second password", time.Now().Add(-time.Second))
+		}, "second password", true, true},
 		{"cache off hashes every time", func() { f.CacheTTL = 0 }, "second password", true, true},
 	}
 	for _, st := range steps {
