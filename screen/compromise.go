@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,6 +40,8 @@ type Compromise struct {
 	Suspend              Suspender
 	Contact              string // whom a suspended user should contact
 	Log                  *slog.Logger
+
+	mu sync.Mutex // keeps the hourly and daily volume counts of stores other than Redis in step
 }
 
 func (c *Compromise) Name() string { return "compromise" }
@@ -73,9 +76,13 @@ func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
 		}
 	}
 	if wantVolume {
+		// Both counts together: a message counted in the day but not yet
+		// in the hour would look like earlier volume of a new login.
 		id := nowID()
+		c.mu.Lock()
 		h, err1 := c.Hourly.Count(ctx, tag, "vol:"+m.Login, id, len(m.Rcpts))
 		d, err2 := c.Daily.Count(ctx, tag, dailyVolumeKey(m.Login), id, len(m.Rcpts))
+		c.mu.Unlock()
 		if err1 == nil && err2 == nil {
 			hour, day = h, d
 		}

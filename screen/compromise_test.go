@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,4 +101,40 @@ func testCompromiseVolume(t *testing.T, kind string) {
 	if v == nil || !strings.Contains(v.Message, "usual") || sus["old@example.test"] == "" {
 		t.Fatalf("volume spike not caught: %+v %v", v, sus)
 	}
+}
+
+// TestCompromiseConcurrentNewLogin: many sessions of a new login at once
+// never make it look as if it had earlier volume (the hourly and daily
+// counts move together), so the volume signal does not suspend it.
+func TestCompromiseConcurrentNewLogin(t *testing.T) {
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			hourly, daily := compromiseStores(t, kind)
+			sus := suspendLog{}
+			var mu sync.Mutex
+			c := &Compromise{VolumeMultiple: 10, MinVolume: 5, Hourly: hourly, Daily: daily,
+				Suspend: suspenderFunc(func(login, reason string) { mu.Lock(); sus[login] = reason; mu.Unlock() }), Contact: "abuse@relay.test", Log: quiet}
+			var wg sync.WaitGroup
+			for w := 0; w < 50; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < 4; i++ {
+						c.Check(context.Background(), &Message{Login: "burst@example.test", Rcpts: []string{"a@remote.test"}})
+					}
+				}()
+			}
+			wg.Wait()
+			if len(sus) != 0 {
+				t.Fatalf("a new login was suspended by the volume signal: %v", sus)
+			}
+		})
+	}
+}
+
+type suspenderFunc func(login, reason string)
+
+func (f suspenderFunc) Suspend(_ context.Context, login, reason string) error {
+	f(login, reason)
+	return nil
 }

@@ -15,13 +15,15 @@ type scriptCall struct {
 	args   []any
 }
 
-// runPipelined runs calls in one round trip. A Redis that lost its script
-// cache (after a restart) answers NOSCRIPT; the calls then go once more
-// with the script bodies.
+// runPipelined runs calls in one round trip, as one transaction
+// (MULTI/EXEC: no other client's command runs between them; all keys carry
+// one hash tag, so this holds in a Cluster too). A Redis that lost its
+// script cache (after a restart) answers NOSCRIPT; the calls then go once
+// more with the script bodies.
 func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall) ([]*redis.Cmd, error) {
 	send := func(full bool) ([]*redis.Cmd, error) {
 		cmds := make([]*redis.Cmd, len(calls))
-		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			for i, c := range calls {
 				if full {
 					cmds[i] = c.script.Eval(ctx, p, c.keys, c.args...)

@@ -62,7 +62,7 @@ func newMetrics(sp *spool.Spool, q *screen.Quota, g guardErrors) *metrics {
 		Help: "Failures of the shared store (Redis unreachable or slower than [quota] timeout) in quota calls."},
 		func() float64 { return float64(q.StoreErrors.Load()) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_guard_store_errors_total",
-		Help: "Failures of the shared store in login-failure and lockout calls (AUTH then answers 451 4.3.0, or with on_store_error = \"allow\" counts the login as not locked)."},
+		Help: "Failures of the shared store in login-failure, lockout and suspension calls at AUTH (AUTH then answers 451 4.3.0, or with on_store_error = \"allow\" goes on as not locked and not suspended)."},
 		func() float64 { return float64(g.GuardStoreErrors()) }))
 	queueDir := filepath.Join(sp.Dir(), "queue")
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_spool_messages",
