@@ -231,7 +231,7 @@ wait_tcp "127.0.0.1:$SUB_PORT" "$SERVE_PID" || die "sluice serve did not start: 
 log "sluice serve on 127.0.0.1:$SUB_PORT (STARTTLS) and :$TLS_PORT (implicit TLS)"
 
 # queued: messages in the spool queue (not their .state files).
-queued() { find "$DATA/spool/queue" -maxdepth 1 -type f ! -name '*.state' 2>/dev/null | wc -l; }
+queued() { { find "$DATA/spool/queue" -maxdepth 1 -type f ! -name "*.state" 2>/dev/null || true; } | wc -l; }
 sink_count() {
   if [ "$SINK" = postfix ]; then # smtp-sink -c: "sess=N quit=N mesg=N\r"
     tr '\r' '\n' < "$WORK/sink.log" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2
