@@ -90,7 +90,7 @@ func (rt *runtimeParts) apply(cfg *Config) {
 		rt.precheck.p.Store(pc)
 	} else {
 		if cfg.DKIM.Precheck {
-			rt.log.Warn("[dkim] precheck is on but [relay] source_ips is empty, so the DNS pre-check is off; set source_ips to the addresses Sluice sends from, or precheck = false")
+			rt.log.Info("DNS pre-check off: [dkim] precheck needs [relay] source_ips, the addresses Sluice sends from; set them to refuse mail that SPF or DMARC would make receivers reject")
 		}
 		rt.precheck.p.Store(nil)
 	}
