@@ -29,6 +29,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"sluice/relay/spool"
 )
 
 // Key states.
@@ -277,7 +279,7 @@ func (k *Keyring) Generate(domain, selector, algo string) ([]*Key, error) {
 			if err := os.MkdirAll(filepath.Join(k.dir, domain), 0o700); err != nil {
 				return nil, err
 			}
-			if err := writeFileSynced(filepath.Join(k.dir, file), pemBytes, 0o600); err != nil {
+			if err := spool.ReplaceFile(filepath.Join(k.dir, file), pemBytes, 0o600); err != nil {
 				return nil, err
 			}
 			key := &Key{Domain: domain, Selector: sel, Algo: a, State: Pending, Created: time.Now().UTC(), File: file, signer: signer}
@@ -364,11 +366,7 @@ func (k *Keyring) update(fn func([]*Key) ([]*Key, error)) error {
 	if err != nil {
 		return err
 	}
-	tmp := k.indexPath() + ".tmp"
-	if err := writeFileSynced(tmp, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("dkim: %w", err)
-	}
-	if err := os.Rename(tmp, k.indexPath()); err != nil {
+	if err := spool.ReplaceFile(k.indexPath(), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("dkim: %w", err)
 	}
 	return k.Reload()
@@ -421,20 +419,4 @@ func loadPrivate(path string) (crypto.Signer, error) {
 		r.Precompute()
 	}
 	return s, nil
-}
-
-func writeFileSynced(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"sluice/relay/spool"
 )
 
 // Suppressions remembers recipients that hard-bounced as unknown (5.1.1),
@@ -117,8 +119,7 @@ func (s *Suppressions) save() {
 	}
 	data, _ := json.MarshalIndent(list, "", "  ")
 	s.mu.Unlock()
-	tmp := s.path + ".tmp"
-	if os.WriteFile(tmp, data, 0o600) == nil {
-		os.Rename(tmp, s.path)
-	}
+	// Best effort: the list in memory is what counts; a failed write is
+	// tried again at the next change.
+	spool.ReplaceFile(s.path, data, 0o600)
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"sluice/relay/spool"
 )
 
 // FileSuspensions records suspensions in a small JSON file in the data dir
@@ -217,37 +219,9 @@ func (f *FileSuspensions) update(fn func(map[string]suspRecord)) error {
 	if err != nil {
 		return err
 	}
-	tmp := f.path + ".tmp"
-	if err := writeFileSynced(tmp, append(data, '\n')); err != nil {
-		os.Remove(tmp)
+	if err := spool.ReplaceFile(f.path, append(data, '\n'), 0o600); err != nil {
 		return f.fail("write", err)
-	}
-	if err := os.Rename(tmp, f.path); err != nil {
-		return f.fail("rename", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return f.fail("sync directory", err)
-		}
 	}
 	f.entries = nil // the next lookup reads what was written, with its stamp
 	return nil
-}
-
-func writeFileSynced(path string, data []byte) error {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := fh.Write(data); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		return err
-	}
-	return fh.Close()
 }

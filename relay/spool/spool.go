@@ -209,7 +209,7 @@ func (s *Spool) syncDir() error {
 		if s.GroupCommit {
 			err = syncFS(s.queueDir)
 		} else {
-			err = syncPath(s.queueDir)
+			err = SyncDir(s.queueDir)
 		}
 		s.syncMu.Lock()
 		s.syncing = false
@@ -224,15 +224,6 @@ func (s *Spool) syncDir() error {
 		}
 	}
 	return nil
-}
-
-func syncPath(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // syncFS flushes the whole file system holding dir: file data, inodes and

@@ -40,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sluice/relay/spool"
 )
 
 // Event types.
@@ -283,9 +285,6 @@ func (o *Outbox) Emit(eventType string, data any) {
 	if len(woken) == 0 {
 		return
 	}
-	if err := syncDir(o.dir); err != nil {
-		o.log.Warn("webhook: outbox directory not synced", "err", err)
-	}
 	for _, w := range woken {
 		select {
 		case w.wake <- struct{}{}:
@@ -294,38 +293,13 @@ func (o *Outbox) Emit(eventType string, data any) {
 	}
 }
 
-// save writes p to name atomically (temporary file, fsync, rename). The
-// directory is synced by the caller.
+// save writes p to name durably (spool.ReplaceFile).
 func (o *Outbox) save(name string, p *pending) error {
 	data, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(o.dir, "."+name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(o.dir, name))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return spool.ReplaceFile(filepath.Join(o.dir, name), data, 0o600)
 }
 
 // Run sends events until ctx is done: each endpoint on its own, so a slow

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"sluice/relay/spool"
 	"sluice/submit"
 )
 
@@ -255,31 +256,11 @@ func (f *File) Update(fn func(users map[string]*User) error) error {
 	if err != nil {
 		return err
 	}
-	tmp := f.path + ".tmp"
-	if err := writeSynced(tmp, append(data, '\n')); err != nil {
-		return fmt.Errorf("userdb: %w", err)
-	}
-	if err := os.Rename(tmp, f.path); err != nil {
+	if err := spool.ReplaceFile(f.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("userdb: %w", err)
 	}
 	f.users = users
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := fh.Write(data); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		return err
-	}
-	return fh.Close()
 }
 
 // NormaliseGrant checks and lower-cases a grant: an address or "@domain".
