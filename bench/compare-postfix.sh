@@ -19,53 +19,33 @@
 # Debian packages are installed with apt-get unless --no-install.
 # See bench/README.md.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-ALGO=rsa
-DURATION=15s
-SIZE=5000
-NUSERS=50
-CONCURRENCY="1 10 50 100"
-REUSE=100
-REUSE1_CONCURRENCY=10
-DRAIN_WAIT=60
 POLICY=postfwd
 PASS_SCHEME=argon2id
 MILTER=unix
-BIN=""
 INSTALL=1
-KEEP=0
 
-die() { echo "bench/compare-postfix.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
+  common_option "$@"
+  if [ "$TAKEN" -gt 0 ]; then shift "$TAKEN"; continue; fi
   case "$1" in
-    --algo) ALGO=$2; shift 2 ;;
-    --duration) DURATION=$2; shift 2 ;;
-    --size) SIZE=$2; shift 2 ;;
-    --users) NUSERS=$2; shift 2 ;;
-    --concurrency) CONCURRENCY=$2; shift 2 ;;
-    --reuse) REUSE=$2; shift 2 ;;
-    --reuse1-concurrency) REUSE1_CONCURRENCY=$2; shift 2 ;;
-    --drain-wait) DRAIN_WAIT=$2; shift 2 ;;
     --policy) POLICY=$2; shift 2 ;;
     --pass-scheme) PASS_SCHEME=$2; shift 2 ;;
     --milter) MILTER=$2; shift 2 ;;
-    --bin) BIN=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
-    --keep) KEEP=1; shift ;;
     -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
-case "$ALGO" in rsa|ed25519|both) ;; *) die "--algo $ALGO: use rsa, ed25519 or both" ;; esac
+check_common_options
 case "$POLICY" in postfwd|none) ;; *) die "--policy $POLICY: use postfwd or none" ;; esac
 case "$PASS_SCHEME" in argon2id|sha512-crypt) ;; *) die "--pass-scheme $PASS_SCHEME: use argon2id or sha512-crypt" ;; esac
 case "$MILTER" in unix|inet) ;; *) die "--milter $MILTER: use unix or inet" ;; esac
 [ "$(id -u)" = 0 ] || die "run as root: Postfix, Dovecot and OpenDKIM start as root and drop privileges"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATES=$ROOT/bench/postfix
-RESULTS=$ROOT/bench/results
-log() { echo "== $*" >&2; }
 
 # --- packages ----------------------------------------------------------------
 # command -> Debian package
@@ -105,100 +85,27 @@ OPENDKIM_V=$(opendkim -V 2>&1 || true)
 if [ "$ALGO" != rsa ] && ! grep -q ed25519-sha256 <<< "$OPENDKIM_V"; then die "this opendkim cannot sign with Ed25519 (needs 2.11)"; fi
 OPENDKIM_VERSION=$(sed -n '1s/.* v//p' <<< "$OPENDKIM_V")
 
-mkdir -p "$RESULTS"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-postfix.XXXXXX")
+start_work sluice-postfix
 # Postfix, Dovecot and OpenDKIM run as their own users: they must be able to
 # reach their files under the work directory.
 chmod 755 "$WORK"
 PFCONF=$WORK/postfix/conf
 QUEUE=$WORK/postfix/queue
-PIDS=()        # processes started here, stopped last to first
 POSTFIX_UP=0
 POSTFWD_PIDFILE=$WORK/postfwd/postfwd.pid
 
-# descendants PID: PID and every process below it, one per line.
-descendants() {
-  ps -e -o pid= -o ppid= | awk -v root="$1" '
-    { parent[$1] = $2 }
-    END { for (p in parent) { q = p; while (q != "" && q != root && q > 1) q = parent[q]; if (q == root) print p } }'
-}
-
-# stop_tree PID: TERM to PID and what runs below it, then KILL after 10s.
-stop_tree() {
-  local pids
-  pids=$(descendants "$1")
-  [ -n "$pids" ] || return 0
-  # shellcheck disable=SC2086
-  kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 100); do
-    # shellcheck disable=SC2086
-    kill -0 $pids 2>/dev/null || break
-    sleep 0.1
-  done
-  # shellcheck disable=SC2086
-  kill -KILL $pids 2>/dev/null || true
-}
-
 master_pid() { sed -n '1s/ //gp' "$QUEUE/pid/master.pid" 2>/dev/null || true; }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local i pid m
-  if [ "$POSTFIX_UP" = 1 ]; then
+# stop_daemons (at exit, see bench/lib.sh): Postfix's master and postfwd run
+# as daemons, not below this script.
+stop_daemons() {
+  local m
+  if [ "${POSTFIX_UP:-0}" = 1 ]; then
     m=$(master_pid)
     postfix -c "$PFCONF" stop >/dev/null 2>&1 || true
     [ -n "$m" ] && stop_tree "$m"
   fi
-  if [ -s "$POSTFWD_PIDFILE" ]; then stop_tree "$(tr -d ' \n' < "$POSTFWD_PIDFILE")"; fi
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    stop_tree "$pid"
-    wait "$pid" 2>/dev/null || true
-  done
-  # Kept on failure (not on Ctrl-C) for its logs: postfix/maillog,
-  # dovecot/dovecot.log, the check-*.json reports.
-  if [ "$KEEP" = 1 ] || { [ "$rc" != 0 ] && [ "$rc" != 130 ]; }; then
-    echo "bench/compare-postfix.sh: work directory kept: $WORK (rm -rf it when done)" >&2
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# free_port prints a loopback TCP port nothing listens on and not handed out
-# before by this script.
-USED_PORTS=" "
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
-    case "$USED_PORTS" in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-
-# wait_tcp PORT PID: until 127.0.0.1:PORT accepts connections (15s), or PID is gone.
-wait_tcp() {
-  for _ in $(seq 150); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-# wait_path FILE PID: until FILE exists (15s), or PID is gone.
-wait_path() {
-  for _ in $(seq 150); do
-    [ -e "$1" ] && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
+  if [ -s "${POSTFWD_PIDFILE:-}" ]; then stop_tree "$(tr -d ' \n' < "$POSTFWD_PIDFILE")"; fi
 }
 
 # render TEMPLATE OUT: the template with @NAME@ replaced.
@@ -210,18 +117,10 @@ render() {
 }
 
 # --- build -------------------------------------------------------------------
-cd "$ROOT"
-if [ -n "$BIN" ]; then
-  SLUICE=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-else
-  log "building sluice"
-  go build -o "$WORK/sluice" ./cmd/sluice
-  SLUICE=$WORK/sluice
-fi
-"$SLUICE" bench --help >/dev/null 2>&1 || die "$SLUICE has no bench command"
+build_sluice
 
-SUB_PORT=$(free_port)
-SINK_PORT=$(free_port)
+free_port SUB_PORT
+free_port SINK_PORT
 case "$ALGO" in both) ALGOS="rsa ed25519" ;; *) ALGOS=$ALGO ;; esac
 # One OpenDKIM per algorithm: opendkim 2.11 signs every key with the one
 # SignatureAlgorithm of its configuration, so signing with both takes two
@@ -234,13 +133,13 @@ for a in $ALGOS; do
     MILTER_SOCKET[$a]=local:${MILTER_WHERE[$a]}
     MILTERS+="${MILTERS:+,}unix:${MILTER_WHERE[$a]}"
   else
-    port=$(free_port)
+    free_port port
     MILTER_WHERE[$a]=$port
     MILTER_SOCKET[$a]=inet:$port@127.0.0.1
     MILTERS+="${MILTERS:+,}inet:127.0.0.1:$port"
   fi
 done
-POLICY_PORT=$(free_port)
+free_port POLICY_PORT
 POLICY_RESTRICTION=""
 [ "$POLICY" = postfwd ] && POLICY_RESTRICTION="check_policy_service inet:127.0.0.1:$POLICY_PORT"
 
@@ -262,7 +161,7 @@ printf 'hostname = "mail.example.test"\ndata_dir = "%s"\n' "$WORK/users-data" > 
 : > "$WORK/dovecot/users"
 for i in $(seq "$NUSERS") quota; do
   if [ "$i" = quota ]; then login=quota@example.test; else login=bench$i@example.test; fi
-  pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+  pw=$(new_password)
   if [ "$PASS_SCHEME" = argon2id ]; then
     echo "$pw" | "$SLUICE" user add "$login" --password-stdin --config "$WORK/users.toml" >/dev/null
   else
@@ -338,7 +237,7 @@ for a in $ALGOS; do
   PIDS+=("$pid")
   OPENDKIM_PIDS+=("$pid")
   if [ "$MILTER" = unix ]; then
-    wait_path "${MILTER_WHERE[$a]}" "$pid" || die "opendkim ($a) did not start: $(cat "$WORK/opendkim-$a.log")"
+    poll "$pid" test -e "${MILTER_WHERE[$a]}" || die "opendkim ($a) did not start: $(cat "$WORK/opendkim-$a.log")"
     log "opendkim $OPENDKIM_VERSION on ${MILTER_WHERE[$a]}, signing with $a"
   else
     wait_tcp "${MILTER_WHERE[$a]}" "$pid" || die "opendkim ($a) did not start: $(cat "$WORK/opendkim-$a.log")"
@@ -354,7 +253,7 @@ if [ "$POLICY" = postfwd ]; then
     --cache_socket "unix::$WORK/postfwd/cache.sock" --pidfile "$POSTFWD_PIDFILE" \
     -u nobody -g nogroup --perfmon --min_servers 5 --max_servers 300 \
     >"$WORK/postfwd/postfwd.log" 2>&1 || die "postfwd2 did not start: $(cat "$WORK/postfwd/postfwd.log")"
-  for _ in $(seq 150); do [ -s "$POSTFWD_PIDFILE" ] && break; sleep 0.1; done
+  poll "" test -s "$POSTFWD_PIDFILE" || true
   POSTFWD_PID=$(tr -d ' \n' < "$POSTFWD_PIDFILE" 2>/dev/null || true)
   [ -n "$POSTFWD_PID" ] || die "postfwd2 wrote no pid file: $(cat "$WORK/postfwd/postfwd.log")"
   wait_tcp "$POLICY_PORT" "$POSTFWD_PID" || die "postfwd2 does not listen on 127.0.0.1:$POLICY_PORT"
@@ -372,7 +271,7 @@ MASTER_PID=$(master_pid)
 dovecot -F -c "$WORK/dovecot/dovecot.conf" >"$WORK/dovecot/stderr.log" 2>&1 &
 DOVECOT_PID=$!
 PIDS+=("$DOVECOT_PID")
-wait_path "$QUEUE/private/auth" "$DOVECOT_PID" ||
+poll "$DOVECOT_PID" test -e "$QUEUE/private/auth" ||
   die "dovecot did not start: $(cat "$WORK/dovecot/stderr.log" "$WORK/dovecot/dovecot.log" 2>/dev/null | tail -5)"
 wait_tcp "$SUB_PORT" "$MASTER_PID" || die "postfix does not listen on 127.0.0.1:$SUB_PORT: $(tail -5 "$WORK/postfix/maillog")"
 log "postfix $(postconf -c "$PFCONF" -h mail_version) on 127.0.0.1:$SUB_PORT (STARTTLS required, SASL by dovecot $(dovecot --version | cut -d' ' -f1))"
@@ -381,38 +280,29 @@ log "postfix $(postconf -c "$PFCONF" -h mail_version) on 127.0.0.1:$SUB_PORT (ST
 queued() {
   { find "$QUEUE/maildrop" "$QUEUE/incoming" "$QUEUE/active" "$QUEUE/deferred" "$QUEUE/hold" -type f 2>/dev/null || true; } | wc -l
 }
-# wait_drained SECONDS: until the queue is empty; prints the time it took or "-".
-wait_drained() {
-  local d
-  for ((d = 0; d < $1 * 10; d++)); do
-    if [ "$(queued)" -eq 0 ]; then awk -v d="$d" 'BEGIN{printf "%.1fs", d / 10}'; return 0; fi
-    sleep 0.1
-  done
-  echo "-"
-}
 sink_count() { # smtp-sink -c: "sess=N quit=N mesg=N\r"
   tr '\r' '\n' < "$WORK/sink.log" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2 || true
 }
 maillog_tail() { tail -5 "$WORK/postfix/maillog" 2>/dev/null | sed 's/^/   /' >&2 || true; }
 
 # --- checks: signing, the sender rule, the quota -----------------------------
-bench1() { # JSON-FILE USERS-FILE [sluice bench flags]
-  local out=$1 users=$2
-  shift 2
-  "$SLUICE" bench --addr "127.0.0.1:$SUB_PORT" --tls starttls --users "$users" --size "$SIZE" \
-    --to 'rcpt{n}@sink.test' --json "$@" > "$out" || true
-  jq -e .sent "$out" >/dev/null 2>&1 || die "sluice bench printed no report ($out)"
+# check JSON-FILE USERS-FILE CONDITION WHY [sluice bench flags]: one message
+# or a few; stops with the replies and WHY unless the jq CONDITION holds for
+# the report.
+check() {
+  local json=$1 users=$2 cond=$3 why=$4
+  shift 4
+  sluice_bench "$json" "$users" --concurrency 1 "$@"
+  jq -e "$cond" "$json" >/dev/null || { print_replies "$json"; maillog_tail; die "$why"; }
 }
 log "checking the set-up"
-bench1 "$WORK/check-sign.json" "$WORK/first-user.txt" --concurrency 1 --messages 1
-[ "$(jq .accepted "$WORK/check-sign.json")" = 1 ] || {
-  jq -r '.replies[] | "   \(.class) \(.stage) \(.code // "") \(.enhanced // "") \(.text)"' "$WORK/check-sign.json" >&2
-  maillog_tail; die "a message of $(cut -d' ' -f1 "$WORK/first-user.txt") was not accepted"
-}
+check "$WORK/check-sign.json" "$WORK/first-user.txt" '.accepted == 1' \
+  "a message of $(cut -d' ' -f1 "$WORK/first-user.txt") was not accepted" --messages 1
 [ "$(wait_drained 30)" != - ] || { maillog_tail; die "the checking message was not delivered to the sink"; }
-for _ in $(seq 50); do [ -n "$(find "$WORK/dump" -type f -print -quit)" ] && break; sleep 0.1; done
-DUMP=$(find "$WORK/dump" -type f -print -quit)
-[ -n "$DUMP" ] || die "smtp-sink kept no message in $WORK/dump"
+dump_file() { find "$WORK/dump" -type f -print -quit; }
+dumped() { [ -n "$(dump_file)" ]; }
+poll "" dumped || die "smtp-sink kept no message in $WORK/dump"
+DUMP=$(dump_file)
 # The header, folded lines joined.
 HEADER=$(tr -d '\r' < "$DUMP" | sed '/^$/,$d' | sed -e ':a' -e '$!N;s/\n[ \t]\+/ /;ta' -e 'P;D')
 for a in $ALGOS; do
@@ -424,79 +314,43 @@ log "  signed: $SIGNATURES DKIM-Signature ($ALGOS)"
 
 # A login sending as another login's address: Postfix must refuse it, 553 5.7.1.
 second=$(sed -n 2p "$WORK/users.txt" | cut -d' ' -f1)
-bench1 "$WORK/check-sender.json" "$WORK/first-user.txt" --concurrency 1 --messages 1 --from "${second:-nobody@example.test}"
-jq -e '.rejected == 1 and ([.replies[] | select(.class == "rejected" and .code == 553 and .enhanced == "5.7.1")] | length == 1)' \
-  "$WORK/check-sender.json" >/dev/null || {
-  jq -r '.replies[] | "   \(.class) \(.stage) \(.code // "") \(.enhanced // "") \(.text)"' "$WORK/check-sender.json" >&2
-  die "a sender the login does not own was not refused with 553 5.7.1 (smtpd_sender_login_maps)"
-}
+check "$WORK/check-sender.json" "$WORK/first-user.txt" \
+  '.rejected == 1 and ([.replies[] | select(.class == "rejected" and .code == 553 and .enhanced == "5.7.1")] | length == 1)' \
+  "a sender the login does not own was not refused with 553 5.7.1 (smtpd_sender_login_maps)" \
+  --messages 1 --from "${second:-nobody@example.test}"
 log "  sender not owned by the login: $(jq -r '.replies[] | select(.class == "rejected") | "\(.code) \(.enhanced) \(.text)"' "$WORK/check-sender.json")"
 
 if [ "$POLICY" = postfwd ]; then
   # quota@example.test may send 2 an hour (bench/postfix/postfwd.cf.in).
-  bench1 "$WORK/check-quota.json" "$WORK/quota-user.txt" --concurrency 1 --messages 3
-  jq -e '.accepted == 2 and .deferred == 1 and ([.replies[] | select(.class == "deferred" and .code == 450 and .enhanced == "4.7.1")] | length == 1)' \
-    "$WORK/check-quota.json" >/dev/null || {
-    jq -r '.replies[] | "   \(.count) x \(.class) \(.stage) \(.code // "") \(.enhanced // "") \(.text)"' "$WORK/check-quota.json" >&2
-    die "the third message of quota@example.test (2 an hour) was not deferred with 450 4.7.1 (postfwd)"
-  }
+  check "$WORK/check-quota.json" "$WORK/quota-user.txt" \
+    '.accepted == 2 and .deferred == 1 and ([.replies[] | select(.class == "deferred" and .code == 450 and .enhanced == "4.7.1")] | length == 1)' \
+    "the third message of quota@example.test (2 an hour) was not deferred with 450 4.7.1 (postfwd)" --messages 3
   log "  hourly quota: $(jq -r '.replies[] | select(.class == "deferred") | "\(.code) \(.enhanced) \(.text)"' "$WORK/check-quota.json")"
 fi
 [ "$(wait_drained 30)" != - ] || { maillog_tail; die "the checking messages were not delivered to the sink"; }
 
 # The sink for the load: counts only.
-stop_tree "$SINK_PID"
-wait "$SINK_PID" 2>/dev/null || true
+stop_proc "$SINK_PID"
 start_sink
 
 # --- CPU ---------------------------------------------------------------------
 # cpu_ticks: "postfix opendkim dovecot postfwd" clock ticks (user+system)
 # used so far by each daemon (all opendkims together) and every process below
-# it: the living ones' own time plus what they reaped (cutime, cstime), so
-# that an smtpd or cleanup that exits during a run still counts.
-cpu_ticks() {
-  local roots="$MASTER_PID:1 $DOVECOT_PID:3" p
-  for p in "${OPENDKIM_PIDS[@]}"; do roots+=" $p:2"; done
-  [ -n "$POSTFWD_PID" ] && roots+=" $POSTFWD_PID:4"
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots="$roots" '
-    { i = length($0); while (i > 0 && substr($0, i, 1) != ")") i--
-      n = split(substr($0, i + 2), f, " ")
-      if (n < 15) next
-      parent[$1] = f[2]; t[$1] = f[12] + f[13] + f[14] + f[15] }
-    END { n = split(roots, r, " "); for (k = 1; k <= n; k++) { split(r[k], x, ":"); group[x[1]] = x[2] }
-      for (p in t) {
-        q = p; while (q != "" && q > 1 && !(q in group)) q = parent[q]
-        if (q != "" && q > 1) sum[group[q]] += t[p] }
-      print sum[1] + 0, sum[2] + 0, sum[3] + 0, sum[4] + 0 }'
-}
-TICK=$(getconf CLK_TCK)
+# it, reaped ones included (see tree_ticks in bench/lib.sh), so that an smtpd
+# or cleanup that exits during a run still counts.
+cpu_ticks() { tree_ticks "$MASTER_PID" "${OPENDKIM_PIDS[*]}" "$DOVECOT_PID" "$POSTFWD_PID"; }
 
-LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
-ROWS=()
+LOAD_BEFORE=$(loadavg)
 bench_run() { # NAME CONCURRENCY REUSE
-  local name=$1 conc=$2 reuse=$3 json=$WORK/$1.json t0 t1 q drained split total
-  log "sluice bench $name: concurrency $conc, reuse $reuse, $SIZE bytes, $DURATION"
+  local json=$WORK/$1.json t0 t1 q drained total split
   t0=$(cpu_ticks)
-  "$SLUICE" bench --addr "127.0.0.1:$SUB_PORT" --tls starttls --users "$WORK/users.txt" \
-    --concurrency "$conc" --reuse "$reuse" --size "$SIZE" --duration "$DURATION" \
-    --to 'rcpt{n}@sink.test' --json > "$json" || true
-  jq -e .sent "$json" >/dev/null 2>&1 || die "sluice bench $name printed no report"
+  load_run "$@"
   q=$(queued)
   drained=$(wait_drained "$DRAIN_WAIT")
   t1=$(cpu_ticks) # after the drain: the CPU of accepting and of delivering
   # ms per accepted message: the total and each daemon's share.
-  read -r total split < <(awk -v a="$t0" -v b="$t1" -v hz="$TICK" -v n="$(jq .accepted "$json")" '
-    BEGIN { split(a, x, " "); split(b, y, " "); s = 0; out = ""
-      for (k = 1; k <= 4; k++) { d = (y[k] - x[k]) * 1000 / hz; s += d
-        out = out (k > 1 ? " / " : "") (n > 0 ? sprintf("%.2f", d / n) : "-") }
-      printf "%s %s\n", (n > 0 ? sprintf("%.2f", s / n) : "-"), out }')
-  ROWS+=("$(jq -r --arg name "$name" --arg q "$q" --arg drained "$drained" --arg total "$total" --arg split "$split" '
-    def f: . * 10 | round / 10;
-    "| \($name) | \(.concurrency) | \(.reuse) | \(.sent) | \(.accepted) | \(.deferred + .rejected + .errors) | \(.msgs_per_s | f) | \(.latency_ms.data.p50 | f) | \(.latency_ms.data.p99 | f) | \(.latency_ms.connect.p50 | f) / \(.latency_ms.connect.p99 | f) | \(.latency_ms.auth.p50 | f) / \(.latency_ms.auth.p99 | f) | \($total) | \($split) | \($q) | \($drained) |"' "$json")")
-  if [ "$(jq '.deferred + .rejected + .errors' "$json")" != 0 ]; then
-    log "not accepted in $name:"; jq -r '.replies[] | select(.class != "accepted") | "   \(.count) x \(.class) \(.stage) \(.code // "") \(.enhanced // "") \(.kind // "") \(.text)"' "$json" >&2
-  fi
-  echo "${ROWS[-1]}" >&2
+  read -r total split < <(per_msg "$t0" "$t1" "$(jq .accepted "$json")")
+  add_row "$1" "$json" "$total" "$split" "$q" "$drained"
 }
 
 for c in $CONCURRENCY; do bench_run "c$c-reuse$REUSE" "$c" "$REUSE"; done
@@ -511,20 +365,18 @@ WARNS=$(grep -cE ' (warning|error|fatal|panic): ' "$WORK/postfix/maillog" || tru
 DOVECOT_WARNS=$(grep -ciE ' (warning|error|fatal|panic): ' "$WORK/dovecot/dovecot.log" 2>/dev/null || true)
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$RESULTS/$STAMP-postfix-$ALGO.md
 POLICY_TEXT="no policy daemon"
 [ "$POLICY" = postfwd ] && POLICY_TEXT="postfwd $(postfwd2 --shortversion 2>/dev/null || true) hourly quota per login (check_policy_service at end of data)"
 {
   echo "# sluice bench against Postfix + OpenDKIM, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Postfix $(postconf -c "$PFCONF" -h mail_version), OpenDKIM $OPENDKIM_VERSION, Dovecot $(dovecot --version | cut -d' ' -f1) (SASL, $PASS_SCHEME hashes, auth cache on), $POLICY_TEXT;"
-  echo "client $("$SLUICE" version); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr)."
+  echo "client $("$SLUICE" version); $(machine)."
   echo "DKIM $ALGO (OpenDKIM milter on a $MILTER socket, relaxed/relaxed); STARTTLS required (ECDSA P-256 certificate), login must own the sender (reject_sender_login_mismatch);"
   echo "$SIZE-byte bodies, 1 recipient, $DURATION per run; $NUSERS logins round-robin; relayhost: a local smtp-sink; client, servers and sink share the machine"
-  echo "(1-minute load average $LOAD_BEFORE before the first run, $(cut -d' ' -f1 /proc/loadavg) after the last)."
+  echo "(1-minute load average $LOAD_BEFORE before the first run, $(loadavg) after the last)."
   echo
-  echo "| run | conc | reuse | sent | accepted | not accepted | msgs/s | data p50 ms | data p99 ms | connect p50 / p99 ms | auth p50 / p99 ms | server CPU ms/msg | postfix / opendkim / dovecot / postfwd ms/msg | queued at end | drained in |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  table_head "server CPU ms/msg" "postfix / opendkim / dovecot / postfwd ms/msg" "queued at end" "drained in"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "msgs/s: accepted messages per second. data: end of DATA to the 250 (milter signing, policy check, queue file fsync)."
@@ -533,12 +385,4 @@ POLICY_TEXT="no policy daemon"
   echo "queued at end: files in the instance's maildrop, incoming, active, deferred and hold queues when the run ended; drained in: until there were none (limit ${DRAIN_WAIT}s)."
   echo
   echo "At the end: \`postqueue -p\`: $MAILQ; delivered to the sink: $DELIVERED; maillog: $SENT_LOG status=sent, $DEFERRED_LOG status=deferred, $WARNS warning/error lines; dovecot: $DOVECOT_WARNS warning/error lines; $SIGNATURES DKIM-Signature per message (checked on the first)."
-} > "$OUT"
-cp "$OUT" "$RESULTS/postfix-latest.md"
-mkdir -p "$RESULTS/$STAMP-postfix-$ALGO-json"
-cp "$WORK"/*.json "$RESULTS/$STAMP-postfix-$ALGO-json/"
-grep -E ' (warning|error|fatal|panic): ' "$WORK/postfix/maillog" | head -1000 > "$RESULTS/$STAMP-postfix-$ALGO-json/maillog-warnings.log" || true
-echo >&2
-cat "$OUT"
-echo >&2
-log "written: $OUT and bench/results/postfix-latest.md"
+} | publish "$STAMP-postfix-$ALGO" postfix-latest.md "$WORK/postfix/maillog" ' (warning|error|fatal|panic): '

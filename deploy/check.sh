@@ -29,7 +29,6 @@
 
 set -u
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 FAILED=0
@@ -39,21 +38,25 @@ pass() { PASSED=$((PASSED + 1)); echo "ok    $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL  $*"; }
 section() { echo; echo "== $*"; }
 
-# Run the Python checker and fold its counts into ours.
-run_py() {
-	local out rc
-	out=$("$PY" deploy/check_deploy.py "$1" 2>&1)
+# fold NAME COMMAND...: runs a checker that prints "ok ..." and "FAIL ..."
+# lines, shows them (not its own summary) and adds them to our counts; one
+# that fails with no FAIL line counts as one failure.
+fold() {
+	local name=$1 out rc f
+	shift
+	out=$("$@" 2>&1)
 	rc=$?
-	echo "$out" | grep -v ' passed, .* failed$'
-	local p f
-	p=$(echo "$out" | grep -c '^ok ')
+	echo "$out" | grep -v -e ' passed, .* failed$' -e '^exit status'
+	PASSED=$((PASSED + $(echo "$out" | grep -c '^ok ')))
 	f=$(echo "$out" | grep -c '^FAIL')
-	PASSED=$((PASSED + p))
 	FAILED=$((FAILED + f))
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		fail "check_deploy.py $1 exited $rc"
+		fail "$name exited $rc"
 	fi
 }
+run_py() { fold "check_deploy.py $1" "$PY" deploy/check_deploy.py "$1"; }
+# The manifests decoded strictly into the k8s.io/api types.
+schemacheck() { (cd deploy/kubernetes/schemacheck && go run . ../*.yaml); }
 
 section "tools"
 for t in go systemd-analyze systemd-sysusers systemd-tmpfiles; do
@@ -170,15 +173,7 @@ fi
 section "4. config (loaded by the built binary)"
 if [ -n "$BIN" ] && [ -n "$PY" ]; then
 	mkdir -p "$TMP/conf" "$TMP/data"
-	"$PY" deploy/check_deploy.py list-tomls >"$TMP/tomls"
-	"$PY" - "$TMP/tomls" "$TMP/conf" <<'EOF' >"$TMP/conf.list"
-import sys
-parts = open(sys.argv[1], encoding="utf-8").read().split("\0")
-for i in range(0, len(parts) - 1, 2):
-    path = f"{sys.argv[2]}/{i // 2}.toml"
-    open(path, "w", encoding="utf-8").write(parts[i + 1])
-    print(path + "\t" + parts[i])
-EOF
+	"$PY" deploy/check_deploy.py write-tomls "$TMP/conf" >"$TMP/conf.list"
 	# `sluice config check FILE` when the binary has it; otherwise a
 	# subcommand that loads the configuration and touches nothing but the
 	# data dir, redirected to a scratch directory.
@@ -217,16 +212,7 @@ if [ -n "$PY" ]; then
 	run_py kubernetes
 fi
 if command -v go >/dev/null 2>&1; then
-	if out=$(cd deploy/kubernetes/schemacheck && go run . ../*.yaml 2>&1); then
-		echo "$out"
-		PASSED=$((PASSED + $(echo "$out" | grep -c '^ok ')))
-	else
-		echo "$out" | grep -v '^exit status'
-		PASSED=$((PASSED + $(echo "$out" | grep -c '^ok ')))
-		n=$(echo "$out" | grep -c '^FAIL')
-		[ "$n" -eq 0 ] && n=1
-		FAILED=$((FAILED + n))
-	fi
+	fold "go run deploy/kubernetes/schemacheck" schemacheck
 fi
 if command -v kubectl >/dev/null 2>&1; then
 	if out=$(kubectl kustomize deploy/kubernetes 2>&1); then

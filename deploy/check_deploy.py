@@ -2,6 +2,7 @@
 """Static checks of Sluice's deployment files (run by deploy/check.sh).
 
     python3 deploy/check_deploy.py toml|dockerfile|compose|kubernetes|all
+    python3 deploy/check_deploy.py write-tomls DIR
 
 Needs only the standard library (tomllib, Python 3.11+) and PyYAML (Debian
 python3-yaml). Prints one line per check; exits 1 if any failed. Nothing
@@ -10,6 +11,7 @@ that run this.
 """
 
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -128,14 +130,13 @@ def check_toml_text(name, text, known):
             badtype.append(f"{path} is {type(value).__name__}, example has {known[path].__name__}")
     ok(not unknown, f"{name}: every key is one of sluice.example.toml", ", ".join(unknown))
     ok(not badtype, f"{name}: every value has the example's type", "; ".join(badtype))
-    for key in ("submission.shutdown_timeout",):
-        v = doc.get("submission", {}).get("shutdown_timeout")
-        if v is not None:
-            try:
-                duration_seconds(v)
-                ok(True, f"{name}: {key} is a duration")
-            except ValueError as e:
-                ok(False, f"{name}: {key} is a duration", str(e))
+    v = doc.get("submission", {}).get("shutdown_timeout")
+    if v is not None:
+        try:
+            duration_seconds(v)
+            ok(True, f"{name}: submission.shutdown_timeout is a duration")
+        except ValueError as e:
+            ok(False, f"{name}: submission.shutdown_timeout is a duration", str(e))
     return doc
 
 
@@ -368,14 +369,9 @@ K8S_DIR = os.path.join(DEPLOY, "kubernetes")
 # name them without defining them.
 EXTERNAL_SECRETS = {"sluice-tls", "sluice-users", "sluice-dkim"}
 
-_k8s_cache = None
-
-
+@functools.cache
 def k8s_docs():
     """(file, document) of every manifest listed in kustomization.yaml."""
-    global _k8s_cache
-    if _k8s_cache is not None:
-        return _k8s_cache
     out = []
     kpath = os.path.join(K8S_DIR, "kustomization.yaml")
     try:
@@ -393,7 +389,6 @@ def k8s_docs():
                         out.append((p, d))
         except (OSError, yaml.YAMLError):
             pass  # reported by check_kubernetes
-    _k8s_cache = out
     return out
 
 
@@ -427,6 +422,59 @@ def check_container(where, c, volumes, vct_names, required_probes):
        and (sc.get("capabilities") or {}).get("drop") == ["ALL"],
        f"{where}: container {c['name']} is unprivileged with a read-only root")
     return ports
+
+
+def check_statefulset(where, spec, c, volumes, ports, configmaps):
+    """A StatefulSet and its first container c, sluice, against the
+    configuration in its ConfigMap: one spool volume per pod, ports, probes,
+    mounted files, grace period."""
+    pspec = (spec.get("template") or {}).get("spec") or {}
+    vcts = spec.get("volumeClaimTemplates") or []
+    vct_names = [(v.get("metadata") or {}).get("name") for v in vcts]
+    ok(bool(spec.get("serviceName")), f"{where}: serviceName")
+    ok(bool(vcts), f"{where}: volumeClaimTemplates (one spool per pod)")
+    for v in vcts:
+        vs = v.get("spec") or {}
+        ok(bool(vs.get("accessModes")) and bool(((vs.get("resources") or {}).get("requests") or {}).get("storage")),
+           f"{where}: volumeClaimTemplate {(v.get('metadata') or {}).get('name')} has accessModes and a storage request")
+    args = c.get("args") or []
+    cfgpath = args[args.index("--config") + 1] if "--config" in args else None
+    ok(cfgpath is not None, f"{where}: sluice runs with --config")
+    # Which ConfigMap key is the config file?
+    sluice_conf = None
+    for m in c.get("volumeMounts") or []:
+        v = volumes.get(m["name"]) or {}
+        if cfgpath and "configMap" in v and cfgpath.startswith(m["mountPath"].rstrip("/") + "/"):
+            key = cfgpath[len(m["mountPath"].rstrip("/")) + 1:]
+            text = (configmaps.get(v["configMap"]["name"], {}).get("data") or {}).get(key)
+            ok(text is not None, f"{where}: {cfgpath} is key {key} of ConfigMap {v['configMap']['name']}")
+            if text is not None:
+                sluice_conf = tomllib.loads(text)
+    if sluice_conf is None:
+        ok(False, f"{where}: the configuration file comes from a ConfigMap")
+        return
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+    dd = sluice_conf.get("data_dir")
+    ok(mounts.get(dd) in vct_names, f"{where}: data_dir {dd} is the pod's own volumeClaimTemplate")
+    want = {port_of(a) for a in sluice_conf["submission"]["listen"] + sluice_conf["submission"]["listen_tls"]}
+    http_port = port_of(sluice_conf["http"]["listen"])
+    ok(want | {http_port} <= set(ports.values()), f"{where}: containerPorts are the config's listeners {sorted(want | {http_port})}",
+       f"have {sorted(ports.values())}")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        h = (c.get(probe) or {}).get("httpGet") or {}
+        port = ports.get(h.get("port"), h.get("port"))
+        ok(h.get("path") == path and port == http_port, f"{where}: {probe} is GET {path} on the [http] port {http_port}")
+    tls = sluice_conf.get("tls") or {}
+    for k in ("cert_file", "key_file", "users_file"):
+        f = tls.get(k) or (sluice_conf.get("auth") or {}).get(k)
+        if f:
+            ok(any(f.startswith(mp.rstrip("/") + "/") for mp in mounts), f"{where}: {k} {f} is on a mounted volume")
+    sd = duration_seconds(sluice_conf.get("submission", {}).get("shutdown_timeout", "30s"))
+    pre = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+    tg = pspec.get("terminationGracePeriodSeconds", 30)
+    ok(tg >= sd + pre + 10, f"{where}: terminationGracePeriodSeconds {tg} covers preStop {pre}s + shutdown_timeout {sd:.0f}s + 10s")
+    env = {e["name"] for e in c.get("env") or []}
+    ok("SLUICE_REDIS_URL" in env or sluice_conf.get("quota", {}).get("redis_url"), f"{where}: Redis URL is set (several instances share quotas)")
 
 
 def check_kubernetes():
@@ -476,7 +524,6 @@ def check_kubernetes():
         ok(bool(d.get("data")), f"{where}: has data")
 
     workloads = []  # (where, template labels, {port name: number}, kind)
-    sluice_conf = None
     for kind in ("StatefulSet", "Deployment"):
         for _, d, where in by_kind.get(kind, []):
             spec = d.get("spec") or {}
@@ -512,52 +559,8 @@ def check_kubernetes():
             for ic in pspec.get("initContainers") or []:
                 check_container(where + " init", ic, volumes, vct_names, ())
             workloads.append((where, tlabels, ports, kind))
-            if kind != "StatefulSet":
-                continue
-            ok(bool(spec.get("serviceName")), f"{where}: serviceName")
-            ok(bool(vcts), f"{where}: volumeClaimTemplates (one spool per pod)")
-            for v in vcts:
-                vs = v.get("spec") or {}
-                ok(bool(vs.get("accessModes")) and bool(((vs.get("resources") or {}).get("requests") or {}).get("storage")),
-                   f"{where}: volumeClaimTemplate {(v.get('metadata') or {}).get('name')} has accessModes and a storage request")
-            c = containers[0]
-            args = c.get("args") or []
-            cfgpath = args[args.index("--config") + 1] if "--config" in args else None
-            ok(cfgpath is not None, f"{where}: sluice runs with --config")
-            # Which ConfigMap key is the config file?
-            for m in c.get("volumeMounts") or []:
-                v = volumes.get(m["name"]) or {}
-                if cfgpath and "configMap" in v and cfgpath.startswith(m["mountPath"].rstrip("/") + "/"):
-                    key = cfgpath[len(m["mountPath"].rstrip("/")) + 1:]
-                    text = (configmaps.get(v["configMap"]["name"], {}).get("data") or {}).get(key)
-                    ok(text is not None, f"{where}: {cfgpath} is key {key} of ConfigMap {v['configMap']['name']}")
-                    if text is not None:
-                        sluice_conf = tomllib.loads(text)
-            if sluice_conf is None:
-                ok(False, f"{where}: the configuration file comes from a ConfigMap")
-                continue
-            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
-            dd = sluice_conf.get("data_dir")
-            ok(mounts.get(dd) in vct_names, f"{where}: data_dir {dd} is the pod's own volumeClaimTemplate")
-            want = {port_of(a) for a in sluice_conf["submission"]["listen"] + sluice_conf["submission"]["listen_tls"]}
-            http_port = port_of(sluice_conf["http"]["listen"])
-            ok(want | {http_port} <= set(ports.values()), f"{where}: containerPorts are the config's listeners {sorted(want | {http_port})}",
-               f"have {sorted(ports.values())}")
-            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-                h = (c.get(probe) or {}).get("httpGet") or {}
-                port = ports.get(h.get("port"), h.get("port"))
-                ok(h.get("path") == path and port == http_port, f"{where}: {probe} is GET {path} on the [http] port {http_port}")
-            tls = sluice_conf.get("tls") or {}
-            for k in ("cert_file", "key_file", "users_file"):
-                f = tls.get(k) or (sluice_conf.get("auth") or {}).get(k)
-                if f:
-                    ok(any(f.startswith(mp.rstrip("/") + "/") for mp in mounts), f"{where}: {k} {f} is on a mounted volume")
-            sd = duration_seconds(sluice_conf.get("submission", {}).get("shutdown_timeout", "30s"))
-            pre = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
-            tg = pspec.get("terminationGracePeriodSeconds", 30)
-            ok(tg >= sd + pre + 10, f"{where}: terminationGracePeriodSeconds {tg} covers preStop {pre}s + shutdown_timeout {sd:.0f}s + 10s")
-            env = {e["name"] for e in c.get("env") or []}
-            ok("SLUICE_REDIS_URL" in env or sluice_conf.get("quota", {}).get("redis_url"), f"{where}: Redis URL is set (several instances share quotas)")
+            if kind == "StatefulSet":
+                check_statefulset(where, spec, containers[0] if containers else {}, volumes, ports, configmaps)
 
     for _, d, where in by_kind.get("Service", []):
         spec = d.get("spec") or {}
@@ -595,10 +598,14 @@ def main():
             f()
     elif what in steps:
         steps[what]()
-    elif what == "list-tomls":
-        # For check.sh: NUL-separated "name\0text\0" pairs.
-        for name, text in shipped_tomls():
-            sys.stdout.write(name + "\0" + text + "\0")
+    elif what == "write-tomls" and len(sys.argv) == 3:
+        # For check.sh: each shipped configuration to DIR/N.toml, and a
+        # "DIR/N.toml<TAB>name" line for each.
+        for i, (name, text) in enumerate(shipped_tomls()):
+            path = os.path.join(sys.argv[2], f"{i}.toml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"{path}\t{name}")
         return 0
     else:
         print(__doc__)
