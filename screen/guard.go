@@ -135,10 +135,11 @@ func (g *RedisGuard) FingerprintKeyTTL() time.Duration {
 func (g *RedisGuard) FingerprintKey(ctx context.Context) ([]byte, error) {
 	g.kmu.Lock()
 	defer g.kmu.Unlock()
-	ttl := g.FingerprintKeyTTL()
-	if g.key != nil && time.Since(g.keyAt) < min(time.Minute, ttl/4) {
+	// The TTL is at least 10 minutes: a minute's cache never outlives it.
+	if g.key != nil && time.Since(g.keyAt) < time.Minute {
 		return g.key, nil
 	}
+	ttl := g.FingerprintKeyTTL()
 	fresh := make([]byte, 32)
 	rand.Read(fresh)
 	k, err := fpKeyScript.Run(ctx, g.rdb, []string{FingerprintKeyName}, hex.EncodeToString(fresh), ttl.Milliseconds()).Text()

@@ -15,9 +15,10 @@ import (
 // on the server, and PHPMailer picks it first when offered.
 var mechanisms = []string{sasl.Plain, sasl.Login}
 
-// AuthMechanisms implements smtp.AuthSession.
+// AuthMechanisms implements smtp.AuthSession. go-smtp is only handed
+// connections inside TLS (wireConn); the checks here keep it that way.
 func (s *session) AuthMechanisms() []string {
-	if !s.tls {
+	if s.wire == nil {
 		return nil
 	}
 	return mechanisms
@@ -25,7 +26,7 @@ func (s *session) AuthMechanisms() []string {
 
 // Auth implements smtp.AuthSession.
 func (s *session) Auth(mech string) (sasl.Server, error) {
-	if !s.tls {
+	if s.wire == nil {
 		return nil, errAuthNeedsTLS
 	}
 	switch strings.ToUpper(mech) {
@@ -109,7 +110,7 @@ func (s *session) authenticate(mech, user, pass string) error {
 		return errAuthFailed
 	}
 	if lu, iu, err := srv.Guard.Locked(ctx, user, s.ip); err != nil {
-		if !srv.guardError(s, user, "lockout check", err) {
+		if !srv.storeError(s, user, "lockout", "lockout check", "not locked", err) {
 			srv.logAuth(s, mech, user, "store-error")
 			return errTempFailure
 		}
@@ -122,7 +123,11 @@ func (s *session) authenticate(mech, user, pass string) error {
 	case errors.Is(err, ErrBadCredentials):
 		lu, iu, gerr := srv.Guard.Failed(ctx, user, s.ip, srv.fingerprint(ctx, s, user, pass))
 		if gerr != nil {
-			srv.guardError(s, user, "failure count", gerr)
+			// The password was wrong either way: 535 whatever
+			// on_store_error says; only the count is lost.
+			srv.guardErrors.Add(1)
+			srv.Logger.Error("lockout store unavailable; this failed login was not counted",
+				"op", "failure count", "login", user, "ip", s.ip, "err", gerr)
 		}
 		if lock := newLockout(lu, iu); lock.active() {
 			srv.logAuth(s, mech, user, "failed-locked-out")
@@ -133,7 +138,7 @@ func (s *session) authenticate(mech, user, pass string) error {
 	case err != nil:
 		srv.Logger.Error("authentication backend unavailable", "login", user, "err", err)
 		srv.logAuth(s, mech, user, "backend-error")
-		return reply(454, ecTempPolicy, "temporary authentication failure, try again in a few minutes")
+		return errAuthBackend
 	}
 	if login.Disabled && !(srv.Suspensions != nil && suspendedByRule(login)) {
 		srv.logAuth(s, mech, user, "disabled")
@@ -169,14 +174,9 @@ func suspendedByRule(l *Login) bool {
 	return strings.HasPrefix(l.DisabledReason, "suspended for suspected abuse")
 }
 
-// guardError logs and counts a lockout store failure and reports whether
-// the login may go on as if nothing were locked (on_store_error = "allow").
-func (srv *Server) guardError(s *session, user, what string, err error) (allowed bool) {
-	return srv.storeError(s, user, "lockout", what, "not locked", err)
-}
-
-// storeError is guardError for any store AUTH asks (store: "lockout",
-// "suspension"); asIf says what the login counts as when allowed.
+// storeError logs and counts a failure of a store AUTH asks before it
+// lets a login in (store: "lockout", "suspension") and reports whether the
+// login may go on as asIf (on_store_error = "allow").
 func (srv *Server) storeError(s *session, user, store, what, asIf string, err error) (allowed bool) {
 	srv.guardErrors.Add(1)
 	if srv.AllowOnGuardError {

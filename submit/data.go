@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"time"
@@ -58,7 +57,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return s.refuse(id, len(msg), err, "header")
 	}
-	fromDomain, err := checkHeaderSenders(headers(hs), s.login)
+	fromDomain, err := checkHeaderSenders(hs, s.login)
 	if err != nil {
 		return s.refuse(id, len(msg), err, "header-sender")
 	}
@@ -80,7 +79,7 @@ func (s *session) Data(r io.Reader) error {
 	var prefix bytes.Buffer
 	prefix.Grow(512)
 	traceHeaders(&prefix, hs, traceInfo{
-		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, with: s.with(), id: id,
+		helo: s.helo, ip: s.ip, hostname: s.srv.Hostname, id: id,
 		login: s.login.Name, tlsInfo: s.tlsInfo(), now: time.Now(),
 	})
 	prefix.Write(screenHeaders)
@@ -146,14 +145,13 @@ func (s *session) readData(r io.Reader, bdat bool) ([]byte, error) {
 	case errors.Is(err, smtp.ErrDataTooLarge):
 		return nil, errTooBigMessage(s.srv.Limits.MaxMessageSize)
 	case errors.Is(err, smtp.ErrTooLongLine):
-		return nil, s.closeWith(reply(500, smtp.EnhancedCode{5, 5, 2},
-			"a line of the message is far longer than 998 characters; let your client encode long lines, then connect again"))
+		return nil, s.closeWith(errDataLineTooLong)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return nil, s.closeWith(errDataTimeout)
 	}
-	return nil, s.closeWith(reply(421, smtp.EnhancedCode{4, 4, 0}, "the connection broke during DATA; send the message again"))
+	return nil, s.closeWith(errDataBroken)
 }
 
 // deadlineReader extends the read deadline before each read, so a slow but
@@ -204,28 +202,13 @@ func (s *session) refuse(id string, size int, err error, stage string) error {
 // closeWith writes a final reply and closes the connection: the reply goes
 // out directly because go-smtp would otherwise keep the session open.
 func (s *session) closeWith(e *smtp.SMTPError) error {
-	if s.wire != nil {
-		s.wire.closeWith(e)
-	} else {
-		c := s.conn.Conn()
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprint(c, formatReply(e))
-	}
+	s.wire.closeWith(e)
 	s.conn.Close()
 	return e
 }
 
-func (s *session) with() string {
-	if s.tls {
-		return "ESMTPSA"
-	}
-	return "ESMTPA"
-}
-
+// tlsInfo is the TLS version and cipher, for the Received field.
 func (s *session) tlsInfo() string {
-	if s.wire == nil {
-		return "no TLS"
-	}
 	st := s.wire.tlsState()
-	return fmt.Sprintf("%s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
 }

@@ -68,7 +68,7 @@ func FuzzSASL(f *testing.F) {
 				return &loginServer{s: s}
 			},
 		} {
-			s := &session{srv: fuzzServer(), ip: "127.0.0.1", tls: true}
+			s := &session{srv: fuzzServer(), ip: "127.0.0.1"}
 			m := mk(s)
 			for _, resp := range [][]byte{first, second, first} {
 				_, done, err := m.Next(resp)

@@ -205,14 +205,14 @@ type liveConn struct {
 
 	mu      sync.Mutex
 	closed  bool
-	release []func()
+	release func() // gives back the connection's slot in srv.conns
 }
 
-// onClose runs f when the connection closes (at once if it has).
+// onClose sets what runs when the connection closes (at once if it has).
 func (c *liveConn) onClose(f func()) {
 	c.mu.Lock()
 	if !c.closed {
-		c.release = append(c.release, f)
+		c.release = f
 		c.mu.Unlock()
 		return
 	}
@@ -228,9 +228,9 @@ func (c *liveConn) Close() error {
 		return err
 	}
 	c.closed = true
-	fs := c.release
+	f := c.release
 	c.mu.Unlock()
-	for _, f := range fs {
+	if f != nil {
 		f()
 	}
 	c.srv.unregister(c)

@@ -67,40 +67,55 @@ func fieldName(line []byte) string {
 	return string(line[:colon])
 }
 
-// headerField is one field of the header section, unfolded value kept raw.
+// headerField is one field of the header section, as slices of the
+// message: nothing is copied until a rule asks for a field's value.
 type headerField struct {
-	name  string // as written
-	value string // folded lines joined, leading space trimmed
+	name  []byte // as written
+	value []byte // after the colon, up to the field's last CRLF (folds included)
 }
+
+// text is the field's value unfolded: its lines joined by one space, the
+// leading white space of each trimmed.
+func (f headerField) text() string {
+	first, rest, folded := bytes.Cut(f.value, crlf)
+	if !folded {
+		return string(bytes.TrimLeft(first, " \t"))
+	}
+	var b strings.Builder
+	b.Grow(len(f.value))
+	b.Write(bytes.TrimLeft(first, " \t"))
+	for folded {
+		first, rest, folded = bytes.Cut(rest, crlf)
+		b.WriteByte(' ')
+		b.Write(bytes.TrimLeft(first, " \t"))
+	}
+	return b.String()
+}
+
+var crlf = []byte("\r\n")
 
 // splitHeader returns the fields of the header section and the offset of
 // the body (after the blank line). The message has been checked by
 // checkLineEndings, so every line ends in CRLF.
-func splitHeader(msg []byte) ([]headerField, int, error) {
-	var fields []headerField
-	pos := 0
-	lineNo := 0
-	for pos < len(msg) {
-		end := bytes.Index(msg[pos:], []byte("\r\n"))
-		var line []byte
-		next := len(msg)
-		if end < 0 {
-			line = msg[pos:]
-		} else {
-			line = msg[pos : pos+end]
-			next = pos + end + 2
+func splitHeader(msg []byte) (headers, int, error) {
+	fields := make(headers, 0, 16)
+	for pos, lineNo := 0, 1; pos < len(msg); lineNo++ {
+		line, next := msg[pos:], len(msg)
+		if end := bytes.Index(line, crlf); end >= 0 {
+			line, next = line[:end], pos+end+2
 		}
-		lineNo++
-		if len(line) == 0 {
+		switch {
+		case len(line) == 0:
 			return fields, next, nil
-		}
-		if line[0] == ' ' || line[0] == '\t' {
+		case line[0] == ' ' || line[0] == '\t':
 			if len(fields) == 0 {
 				return nil, 0, reply(554, ecMediaBad, "the message starts with a folded line, not a header field; put From, To and Subject first")
 			}
+			// The field's value ends at the CRLF before this line: take
+			// that CRLF and this line in (value is a slice of msg).
 			f := &fields[len(fields)-1]
-			f.value += " " + strings.TrimLeft(string(line), " \t")
-		} else {
+			f.value = f.value[:len(f.value)+len(crlf)+len(line)]
+		default:
 			colon := bytes.IndexByte(line, ':')
 			if colon <= 0 || !validFieldName(line[:colon]) {
 				if lineNo == 1 {
@@ -109,7 +124,7 @@ func splitHeader(msg []byte) ([]headerField, int, error) {
 				return nil, 0, reply(554, ecMediaBad,
 					"header line %d is not of the form \"Name: value\"; fix the script or plugin that builds the message, or put a blank line before the body", lineNo)
 			}
-			fields = append(fields, headerField{name: string(line[:colon]), value: strings.TrimLeft(string(line[colon+1:]), " \t")})
+			fields = append(fields, headerField{name: line[:colon], value: line[colon+1:]})
 		}
 		pos = next
 	}
@@ -126,14 +141,25 @@ func validFieldName(b []byte) bool {
 	return true
 }
 
+// get returns the unfolded values of the fields called name.
 func (hs headers) get(name string) []string {
 	var out []string
 	for _, f := range hs {
-		if strings.EqualFold(f.name, name) {
-			out = append(out, f.value)
+		if bytes.EqualFold(f.name, []byte(name)) {
+			out = append(out, f.text())
 		}
 	}
 	return out
+}
+
+// has reports whether there is a field called name.
+func (hs headers) has(name string) bool {
+	for _, f := range hs {
+		if bytes.EqualFold(f.name, []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 type headers []headerField
@@ -195,12 +221,13 @@ func domainOf(addr string) string {
 // message: a Received field (RFC 5321 4.4) and, when the client left them
 // out, Date and Message-ID (RFC 6409 8.2, 8.3).
 func traceHeaders(buf *bytes.Buffer, hs headers, t traceInfo) {
-	fmt.Fprintf(buf, "Received: from %s (%s)\r\n\tby %s (Sluice) with %s id %s\r\n\t(authenticated as %s; %s);\r\n\t%s\r\n",
-		sanitizeToken(t.helo), t.ip, t.hostname, t.with, t.id, t.login, t.tlsInfo, t.now.Format(rfc5322Date))
-	if len(hs.get("Date")) == 0 {
+	// ESMTPSA (RFC 3848): every session is in TLS and authenticated.
+	fmt.Fprintf(buf, "Received: from %s (%s)\r\n\tby %s (Sluice) with ESMTPSA id %s\r\n\t(authenticated as %s; %s);\r\n\t%s\r\n",
+		sanitizeToken(t.helo), t.ip, t.hostname, t.id, t.login, t.tlsInfo, t.now.Format(rfc5322Date))
+	if !hs.has("Date") {
 		fmt.Fprintf(buf, "Date: %s\r\n", t.now.Format(rfc5322Date))
 	}
-	if len(hs.get("Message-ID")) == 0 {
+	if !hs.has("Message-ID") {
 		fmt.Fprintf(buf, "Message-ID: <%s.%s@%s>\r\n", strings.ToLower(t.id), t.now.UTC().Format("20060102150405"), t.hostname)
 	}
 }
@@ -208,8 +235,8 @@ func traceHeaders(buf *bytes.Buffer, hs headers, t traceInfo) {
 const rfc5322Date = "Mon, 02 Jan 2006 15:04:05 -0700"
 
 type traceInfo struct {
-	helo, ip, hostname, with, id, login, tlsInfo string
-	now                                          time.Time
+	helo, ip, hostname, id, login, tlsInfo string
+	now                                    time.Time
 }
 
 // sanitizeToken keeps a client-supplied HELO name from injecting header

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -25,9 +26,9 @@ import (
 func (srv *Server) plaintext(c *liveConn, ip string) *wireConn {
 	br := bufio.NewReaderSize(c, maxCommandLine+2)
 	errs := 0
-	send := func(lines ...string) bool {
+	send := func(s string) bool {
 		c.SetWriteDeadline(time.Now().Add(time.Minute))
-		_, err := c.Write([]byte(strings.Join(lines, "")))
+		_, err := io.WriteString(c, s)
 		return err == nil
 	}
 	end := func(e *smtp.SMTPError) *wireConn {
@@ -37,7 +38,7 @@ func (srv *Server) plaintext(c *liveConn, ip string) *wireConn {
 		c.Close()
 		return nil
 	}
-	if !send("220 " + greeting(srv.Hostname) + "\r\n") {
+	if !send(formatReply(greetingReply(srv.Hostname))) {
 		return end(nil)
 	}
 	for {

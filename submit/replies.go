@@ -19,21 +19,19 @@ func reply(code int, enhanced smtp.EnhancedCode, format string, args ...any) *sm
 // Enhanced status codes used by the submission service (RFC 3463, RFC 5248).
 var (
 	ecOK             = smtp.EnhancedCode{2, 0, 0}
-	ecOtherMailbox   = smtp.EnhancedCode{5, 1, 0}
 	ecBadDestSyntax  = smtp.EnhancedCode{5, 1, 3}
 	ecBadSenderSyn   = smtp.EnhancedCode{5, 1, 7}
 	ecTooManyRcpt    = smtp.EnhancedCode{4, 5, 3}
 	ecTooBig         = smtp.EnhancedCode{5, 3, 4}
 	ecSysTemp        = smtp.EnhancedCode{4, 3, 0}
 	ecSysFull        = smtp.EnhancedCode{4, 3, 1}
+	ecNetwork        = smtp.EnhancedCode{4, 4, 0}
 	ecTimeout        = smtp.EnhancedCode{4, 4, 2}
 	ecMediaBad       = smtp.EnhancedCode{5, 6, 0}
 	ecPolicy         = smtp.EnhancedCode{5, 7, 1}
 	ecAuthRequired   = smtp.EnhancedCode{5, 7, 0}
 	ecTempPolicy     = smtp.EnhancedCode{4, 7, 0}
 	ecAuthBad        = smtp.EnhancedCode{5, 7, 8}
-	ecBusy           = smtp.EnhancedCode{4, 7, 0}
-	ecAuthTooWeak    = smtp.EnhancedCode{5, 7, 9}
 	ecAuthNeedsCrypt = smtp.EnhancedCode{5, 7, 11}
 )
 
@@ -45,9 +43,9 @@ var (
 		"authentication failed: the username or password is wrong; use your full mailbox address as the username and check the password")
 	errAuthzid = reply(535, ecAuthBad,
 		"authentication failed: the authorization identity must be empty or equal to the username; clear it in your client's settings")
-	errAuthMalformed = reply(501, smtp.EnhancedCode{5, 5, 2},
+	errAuthMalformed = reply(501, ecSyntax,
 		"malformed AUTH exchange; let your mail client use AUTH PLAIN or LOGIN")
-	errAuthMechanism = reply(504, smtp.EnhancedCode{5, 5, 4},
+	errAuthMechanism = reply(504, ecBadArgs,
 		"unsupported authentication mechanism; use PLAIN or LOGIN")
 	errNullSender = reply(550, ecPolicy,
 		"the null sender MAIL FROM:<> is reserved for bounces; send from your own mailbox address")
@@ -61,7 +59,13 @@ var (
 		"the server is short of disk space for new mail; try again later")
 	errDataTimeout = reply(421, ecTimeout,
 		"timed out waiting for the message data; check your connection and send again")
-	errTooBusy = reply(421, ecBusy,
+	errDataBroken = reply(421, ecNetwork,
+		"the connection broke during DATA; send the message again")
+	errDataLineTooLong = reply(500, ecSyntax,
+		"a line of the message is far longer than 998 characters; let your client encode long lines, then connect again")
+	errAuthBackend = reply(454, ecTempPolicy,
+		"temporary authentication failure, try again in a few minutes")
+	errTooBusy = reply(421, ecTempPolicy,
 		"too busy, try again later")
 	errBareLineEnding = reply(554, ecMediaBad,
 		"the message contains a bare CR or LF line ending (possible SMTP smuggling); send lines ending in CRLF")
@@ -77,7 +81,7 @@ var (
 		"the message has a line \".\" followed by a bare CR, the end-of-data trick of SMTP smuggling; send lines ending in CRLF")
 	errTLSRequired = reply(530, ecAuthRequired,
 		"encryption required: send STARTTLS first (or use SSL/TLS on port 465), then log in and send; turn on STARTTLS in your mail client's outgoing server settings")
-	errTLSUnavailable = reply(454, smtp.EnhancedCode{4, 7, 0},
+	errTLSUnavailable = reply(454, ecTempPolicy,
 		"TLS is not available right now; try again in a few minutes")
 	errUnknownCommand = reply(500, ecSyntax,
 		"unrecognized command; check that your client is set up for SMTP submission (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA)")
@@ -152,7 +156,7 @@ func newReplyTable(hostname string, lim Limits) *replyTable {
 	noRcpt := goReply{rep: reply(554, ecSequence, "no recipient was accepted; send RCPT TO with a valid recipient (see the replies to RCPT) before the message")}
 	inTransfer := goReply{rep: reply(503, ecSequence, "a BDAT transfer is in progress; finish it with BDAT <size> LAST or send RSET first")}
 	t := &replyTable{exact: map[string]goReply{
-		"220 " + hostname + " ESMTP Service Ready":                  {rep: &smtp.SMTPError{Code: 220, EnhancedCode: smtp.NoEnhancedCode, Message: greeting(hostname)}},
+		"220 " + hostname + " ESMTP Service Ready":                  {rep: greetingReply(hostname)},
 		"500 5.5.2 Error: bad syntax":                               {rep: reply(500, ecSyntax, "empty command line; send an SMTP command such as EHLO")},
 		"501 5.5.2 Bad command":                                     {rep: reply(501, ecSyntax, "malformed command line: a command is a word of four letters, then a space and its arguments")},
 		"500 5.5.1 This is not a LMTP server":                       {rep: reply(500, ecSequence, "this is an SMTP submission server; send EHLO, not LHLO")},
@@ -187,7 +191,7 @@ func newReplyTable(hostname string, lim Limits) *replyTable {
 		"421 4.0.0 Internal server error":                           {rep: reply(421, ecSysTemp, "internal error; try again in a few minutes"), close: true},
 		"500 5.4.0 Too long line, closing connection":               {rep: errCommandLine, close: true},
 		"421 4.4.2 Idle timeout, bye bye":                           {rep: errIdle(lim.IdleTimeout), close: true},
-		"421 4.4.0 Connection error, sorry":                         {rep: reply(421, smtp.EnhancedCode{4, 4, 0}, "connection error; connect again and send the message again"), close: true},
+		"421 4.4.0 Connection error, sorry":                         {rep: reply(421, ecNetwork, "connection error; connect again and send the message again"), close: true},
 		"500 5.5.1 Too many errors. Quiting now":                    {rep: errTooManyErrors, close: true},
 	}}
 	for _, p := range []string{"SMTPUTF8", "REQUIRETLS", "BINARYMIME", "RET", "ENVID", "NOTIFY", "ORCPT", "RRVS", "DELIVERBY", "MT-PRIORITY"} {
@@ -217,7 +221,11 @@ func (t *replyTable) lookup(line []byte) (goReply, bool) {
 	return goReply{}, false
 }
 
-func greeting(hostname string) string { return hostname + " ESMTP Sluice ready" }
+// greetingReply is the 220 a client gets first (RFC 5321 4.2: no enhanced
+// code), from Sluice's plaintext loop or, on implicit TLS, for go-smtp's.
+func greetingReply(hostname string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 220, EnhancedCode: smtp.NoEnhancedCode, Message: hostname + " ESMTP Sluice ready"}
+}
 
 // formatReply is the wire form of a one-line reply.
 func formatReply(e *smtp.SMTPError) string {

@@ -343,9 +343,7 @@ func (srv *Server) abuseContact() string {
 
 func (srv *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	s := &session{srv: srv, conn: c, helo: c.Hostname(), ip: remoteIP(c.Conn().RemoteAddr())}
-	if wc, ok := c.Conn().(*wireConn); ok {
-		s.wire, s.tls = wc, true
-	}
+	s.wire, _ = c.Conn().(*wireConn)
 	return s, nil
 }
 

@@ -15,10 +15,9 @@ import (
 type session struct {
 	srv   *Server
 	conn  *smtp.Conn
-	wire  *wireConn // the connection under go-smtp (nil only in fuzz tests)
+	wire  *wireConn // the connection under go-smtp, always in TLS (nil only in fuzz tests)
 	ip    string
 	helo  string
-	tls   bool
 	login *Login
 
 	from     string

@@ -178,6 +178,14 @@ func (w *wireConn) scan(b []byte, lim int, final bool) int {
 		return lim
 	}
 	for i := 0; i < lim; i++ {
+		if w.st == stMid {
+			// Inside a line only a CR changes the state: skip to it.
+			j := bytes.IndexByte(b[i:lim], '\r')
+			if j < 0 {
+				return lim
+			}
+			i += j
+		}
 		c := b[i]
 		if c == '\r' {
 			if i+1 == len(b) && !final {

@@ -133,3 +133,8 @@ func checkArgon2id(stored, password string) (bool, error) {
 // dummyHash is verified against when a user does not exist, so that an
 // unknown user costs the same time as a wrong password.
 var dummyHash, _ = HashPassword("sluice-timing-equaliser")
+
+// CheckUnknown costs what CheckPassword of an argon2id hash costs: a
+// backend calls it for a login it does not know, so that an unknown login
+// cannot be told from a wrong password by the time the answer takes.
+func CheckUnknown(password string) { CheckPassword(dummyHash, password) }
