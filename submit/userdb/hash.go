@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/GehirnInc/crypt"
@@ -131,10 +132,14 @@ func checkArgon2id(stored, password string) (bool, error) {
 }
 
 // dummyHash is verified against when a user does not exist, so that an
-// unknown user costs the same time as a wrong password.
-var dummyHash, _ = HashPassword("sluice-timing-equaliser")
+// unknown user costs the same time as a wrong password. It is made at the
+// first unknown login, not at start (commands and tests never need it).
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("sluice-timing-equaliser")
+	return h
+})
 
-// CheckUnknown costs what CheckPassword of an argon2id hash costs: a
+// CheckUnknown costs what CheckPassword of an argon2id hash costs: every
 // backend calls it for a login it does not know, so that an unknown login
 // cannot be told from a wrong password by the time the answer takes.
-func CheckUnknown(password string) { CheckPassword(dummyHash, password) }
+func CheckUnknown(password string) { CheckPassword(dummyHash(), password) }

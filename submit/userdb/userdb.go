@@ -156,7 +156,7 @@ func (f *File) Authenticate(ctx context.Context, username, password string) (*su
 	u := f.users[name]
 	f.mu.RUnlock()
 	if u == nil {
-		CheckPassword(dummyHash, password)
+		CheckUnknown(password)
 		return nil, submit.ErrBadCredentials
 	}
 	now := time.Now()
