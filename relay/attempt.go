@@ -49,10 +49,11 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, int, error) 
 	if err != nil {
 		return time.Time{}, 0, err
 	}
-	if st.Held {
-		return time.Time{}, 0, nil
+	if st.Held || ctx.Err() != nil {
+		return time.Time{}, 0, nil // held, or shut down before it began: nothing changes
 	}
 	now := r.now()
+	st.Attempts++
 
 	byDomain := map[string][]string{}
 	for _, rc := range st.Pending() {
@@ -66,15 +67,10 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, int, error) 
 	sort.Strings(domains)
 
 	var failed []outcome
-	tried := 0
 	for _, d := range domains {
 		if ctx.Err() != nil {
 			break // shutting down: the rest waits for the next start
 		}
-		if tried == 0 {
-			st.Attempts++
-		}
-		tried++
 		rcpts := byDomain[d]
 		var outs []outcome
 		if sup := r.suppressedOutcomes(env, rcpts); len(sup) > 0 {
@@ -114,9 +110,6 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, int, error) 
 		}
 	}
 
-	if tried == 0 {
-		return time.Time{}, 0, nil // shut down before it began: nothing changed
-	}
 	// Shutdown cut the attempt short (domains not tried, or connections
 	// cancelled): keep what is known and try again as soon as Sluice runs
 	// again; failures already final still get their DSN.
@@ -187,7 +180,7 @@ func (r *Relay) saveState(id string, env *spool.Envelope, st *spool.State) error
 // gaveUp is the summary of an expired recipient, in the form the
 // explainer (relay/explain) recognises.
 func (r *Relay) gaveUp(lastReply string) string {
-	return fmt.Sprintf("gave up after %s of retries; last reply: %s", r.cfg.MaxAge, lastReply)
+	return "gave up after " + span(r.cfg.MaxAge) + " of retries; last reply: " + lastReply
 }
 
 // replyCode is the SMTP code a reply line starts with (0: none, as for

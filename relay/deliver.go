@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,29 +31,26 @@ func (t target) enforced() bool { return t.policy != nil && t.policy.Mode == "en
 // deliverDomain runs one SMTP transaction for the recipients of one domain
 // (more only when the server limits recipients per transaction).
 func (r *Relay) deliverDomain(ctx context.Context, domain string, env *spool.Envelope, rcpts []string, msg []byte) []outcome {
-	all := func(code int, reply, host string) []outcome {
-		out := make([]outcome, len(rcpts))
-		for i, rc := range rcpts {
-			out[i] = outcome{rcpt: rc, code: code, reply: reply, host: host}
-		}
-		return out
-	}
 	dest := domain
 	if r.cfg.Mode == "smarthost" {
 		dest = "smarthost"
 	}
 	release, err := r.domainSlot(ctx, dest)
 	if err != nil {
-		return all(0, "shutting down before the attempt", "")
+		return sameOutcome(rcpts, 0, "shutting down before the attempt", "")
 	}
 	defer release()
 
 	targets, perm, err := r.targets(ctx, domain)
 	if err != nil {
+		code := 0 // temporary
 		if perm {
-			return all(550, err.Error(), "")
+			// The error is a reply line: 550 5.1.2, 556 5.1.10.
+			if code = replyCode(err.Error()); code < 500 {
+				code = 550
+			}
 		}
-		return all(0, err.Error(), "")
+		return sameOutcome(rcpts, code, err.Error(), "")
 	}
 	var last []outcome
 	for _, t := range targets {
@@ -65,9 +63,18 @@ func (r *Relay) deliverDomain(ctx context.Context, domain string, env *spool.Env
 		return outs
 	}
 	if last == nil {
-		last = all(0, "no mail server of "+domain+" could be reached", "")
+		last = sameOutcome(rcpts, 0, "no mail server of "+domain+" could be reached", "")
 	}
 	return last
+}
+
+// sameOutcome gives every recipient the same result.
+func sameOutcome(rcpts []string, code int, reply, host string) []outcome {
+	out := make([]outcome, len(rcpts))
+	for i, rc := range rcpts {
+		out[i] = outcome{rcpt: rc, code: code, reply: reply, host: host}
+	}
+	return out
 }
 
 // sendRest sends the recipients a server refused as too many for one
@@ -184,11 +191,11 @@ func (r *Relay) targets(ctx context.Context, domain string) ([]target, bool, err
 			if isNotFound(aerr) {
 				return nil, true, fmt.Errorf("550 5.1.2 the domain %s has no mail server (no MX or address record)", domain)
 			}
-			return nil, false, fmt.Errorf("DNS lookup for %s failed: %v", domain, aerr)
+			return nil, false, fmt.Errorf("DNS lookup for %s failed: %s", domain, cause(aerr))
 		}
 		hosts = []string{domain} // the implicit MX
 	default:
-		return nil, false, fmt.Errorf("MX lookup for %s failed: %v", domain, err)
+		return nil, false, fmt.Errorf("MX lookup for %s failed: %s", domain, cause(err))
 	}
 	var out []target
 	for _, h := range hosts {
@@ -206,18 +213,11 @@ func (r *Relay) targets(ctx context.Context, domain string) ([]target, bool, err
 // transaction could start there (connection, TLS or greeting problems), so
 // the next server should be tried.
 func (r *Relay) tryTarget(ctx context.Context, t target, env *spool.Envelope, rcpts []string, msg []byte) ([]outcome, bool) {
-	fail := func(code int, reply string) []outcome {
-		out := make([]outcome, len(rcpts))
-		for i, rc := range rcpts {
-			out[i] = outcome{rcpt: rc, code: code, reply: reply, host: t.host}
-		}
-		return out
-	}
 	fresh := false
 	for {
 		c, key, reused, err := r.connect(ctx, t, fresh)
 		if err != nil {
-			return fail(0, err.Error()), false
+			return sameOutcome(rcpts, 0, err.Error(), t.host), false
 		}
 		outs, reusable, stale := r.transaction(c, t, env, rcpts, msg)
 		if stale && reused {
@@ -291,7 +291,7 @@ func (r *Relay) transaction(c *conn, t target, env *spool.Envelope, rcpts []stri
 		return res, code != 0 && code != 421 && resetOK(c), false
 	}
 	if _, err := w.Write(msg); err != nil {
-		setAll(0, "connection lost while sending the message: "+err.Error())
+		setAll(0, "connection lost while sending the message: "+cause(err))
 		return res, false, false
 	}
 	dr, err := w.CloseWithResponse()
@@ -344,5 +344,26 @@ func replyOf(err error) (int, string) {
 		}
 		return se.Code, fmt.Sprintf("%d %s%s", se.Code, enh, strings.ReplaceAll(se.Message, "\n", " "))
 	}
-	return 0, "connection problem: " + err.Error()
+	return 0, "connection problem: " + cause(err)
+}
+
+// cause is what went wrong, for a reply line that a DSN shows the sender:
+// a network error without Go's operation and local address ("dial tcp
+// 192.0.2.1:25: connect: connection refused" is "connection refused"), a
+// DNS error without the resolver's address ("i/o timeout", "SERVFAIL");
+// anything else as it is. The text it goes into names the host.
+func cause(err error) string {
+	var de *net.DNSError
+	if errors.As(err, &de) && de.Err != "" {
+		return de.Err
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		err = op.Err
+	}
+	var sc *os.SyscallError
+	if errors.As(err, &sc) {
+		err = sc.Err
+	}
+	return err.Error()
 }

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"sluice/relay"
 )
@@ -17,9 +16,7 @@ import (
 // empty afterwards.
 func TestDeferTwiceThenDeliveredOnce(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	mx := h.rx["mx.remote.test"]
+	mx := h.remote()
 	mx.script(nil,
 		func(n int, _ string) error {
 			if n == 1 {
@@ -74,10 +71,7 @@ func TestDeferTwiceThenDeliveredOnce(t *testing.T) {
 // sender domain's own MX, with the RFC 3464 structure a mail client reads.
 func TestPermanentFailureBouncesToSender(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
-	remote, senderMX := h.rx["mx.remote.test"], h.rx["mx.sender.test"]
+	remote, senderMX := h.remoteAndSender()
 	const rcpt = "nobody@remote.test"
 	const reply = "5.1.1 <nobody@remote.test>: Recipient address rejected: User unknown in virtual mailbox table"
 	remote.rejectRcpts(550, reply, rcpt)
@@ -128,15 +122,18 @@ func TestPermanentFailureBouncesToSender(t *testing.T) {
 	if !strings.Contains(d.human, id) {
 		t.Errorf("DSN text does not give the queue id %s:\n%s", id, d.human)
 	}
+	for _, line := range strings.Split(d.human, "\r\n") {
+		if len(line) > 78 { // RFC 5322 2.1.1
+			t.Errorf("DSN text line of %d characters, want at most 78: %q", len(line), line)
+		}
+	}
 }
 
 // A message from the null sender (a bounce itself) that fails is dropped:
 // no DSN is ever generated for it.
 func TestNullSenderFailureIsDropped(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	remote := h.rx["mx.remote.test"]
+	remote := h.remote()
 	remote.rejectRcpts(550, "5.1.1 no such user", "gone@remote.test")
 	h.start(nil)
 
@@ -283,9 +280,7 @@ func TestNullMXAndAddressFallback(t *testing.T) {
 // connections: each connection carries many transactions.
 func TestConnectionReuse(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	mx := h.rx["mx.remote.test"]
+	mx := h.remote()
 	const perDomain = 2
 	h.start(func(c *relay.Config) { c.PerDomain = perDomain; c.Workers = 10 })
 
@@ -321,18 +316,11 @@ func TestConnectionReuse(t *testing.T) {
 // server; another sender domain is not affected.
 func TestSuppressionFailsFast(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
+	remote, senderMX := h.remoteAndSender()
 	h.mx("other-sender.test", 10, "mx.sender.test")
-	remote, senderMX := h.rx["mx.remote.test"], h.rx["mx.sender.test"]
 	const x = "x@remote.test"
 	remote.rejectRcpts(550, "5.1.1 x: no such mailbox here", x)
-	sup, err := relay.OpenSuppressions(filepath.Join(h.dir, "suppress.json"), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.sup = sup
+	sup := h.suppressions()
 	h.start(nil)
 
 	first := h.send("alice@sender.test", []string{x}, "first try")
@@ -392,16 +380,10 @@ func TestSuppressionFailsFast(t *testing.T) {
 // so later DSNs do not nest it, and the date it promises does not move.
 func TestSuppressionKeepsOriginalBounce(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
+	remote, sender := h.remoteAndSender()
 	const x = "x@remote.test"
-	h.rx["mx.remote.test"].rejectRcpts(550, "5.1.1 x: no such mailbox here", x)
-	sup, err := relay.OpenSuppressions(filepath.Join(h.dir, "suppress.json"), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.sup = sup
+	remote.rejectRcpts(550, "5.1.1 x: no such mailbox here", x)
+	sup := h.suppressions()
 	h.start(nil)
 
 	h.send("alice@sender.test", []string{x}, "bounce")
@@ -415,7 +397,7 @@ func TestSuppressionKeepsOriginalBounce(t *testing.T) {
 	if !ok || e.Reply != orig.Reply || !e.Until.Equal(orig.Until) {
 		t.Errorf("suppression entry changed by suppressed sends:\nbefore: %+v\nafter:  %+v", orig, e)
 	}
-	for _, m := range dsnsFor(h.rx["mx.sender.test"], "alice@sender.test") {
+	for _, m := range dsnsFor(sender, "alice@sender.test") {
 		d := parseDSN(t, m.Data)
 		if n := strings.Count(d.recipient(x).Get("Diagnostic-Code"), "not sent"); n > 1 {
 			t.Errorf("DSN for %q nests the suppression reply %d times: %s", d.original.Get("Subject"), n, d.recipient(x).Get("Diagnostic-Code"))

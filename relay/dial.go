@@ -40,14 +40,14 @@ func (c *conn) satisfies(t target) bool {
 
 // connect returns a ready session for t, reused from the pool when an idle
 // one satisfies t's policy (fresh: always a new one). reused says which.
-func (r *Relay) connect(ctx context.Context, t target, fresh bool) (c *conn, key string, reused bool, err error) {
+func (r *Relay) connect(ctx context.Context, t target, fresh bool) (c *conn, key poolKey, reused bool, err error) {
 	ips, err := r.addrs(ctx, t.host)
 	if err != nil {
-		return nil, "", false, err
+		return nil, poolKey{}, false, err
 	}
-	keys := make([]string, len(ips))
+	keys := make([]poolKey, len(ips))
 	for i, ip := range ips {
-		keys[i] = t.host + "|" + net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
+		keys[i] = poolKey{host: t.host, addr: net.JoinHostPort(ip.String(), strconv.Itoa(t.port))}
 		if !fresh {
 			if c := r.pool.get(keys[i], t); c != nil {
 				return c, keys[i], true, nil
@@ -56,8 +56,8 @@ func (r *Relay) connect(ctx context.Context, t target, fresh bool) (c *conn, key
 	}
 	var lastErr error
 	for i, ip := range ips {
-		addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
-		c, err := r.dial(ctx, t, addr, true)
+		addr := keys[i].addr
+		c, err := r.dial(ctx, t, ip, addr, true)
 		if err != nil && errors.Is(err, errTLSFailed) && !t.enforced() && !t.implicit && r.cfg.Mode != "smarthost" {
 			// Opportunistic TLS failed: deliver in clear rather than not
 			// at all (RFC 3207 4.1 allows it). MTA-STS enforce forbids it;
@@ -66,7 +66,7 @@ func (r *Relay) connect(ctx context.Context, t target, fresh bool) (c *conn, key
 				r.log.Warn("mta-sts testing: TLS failed, delivering in clear; an enforced policy would defer this mail",
 					"mx", t.host, "addr", addr, "err", err)
 			}
-			c, err = r.dial(ctx, t, addr, false)
+			c, err = r.dial(ctx, t, ip, addr, false)
 		}
 		if err != nil {
 			lastErr = err
@@ -77,7 +77,7 @@ func (r *Relay) connect(ctx context.Context, t target, fresh bool) (c *conn, key
 	if lastErr == nil {
 		lastErr = fmt.Errorf("%s has no address", t.host)
 	}
-	return nil, "", false, lastErr
+	return nil, poolKey{}, false, lastErr
 }
 
 func (r *Relay) addrs(ctx context.Context, host string) ([]net.IP, error) {
@@ -86,7 +86,7 @@ func (r *Relay) addrs(ctx context.Context, host string) ([]net.IP, error) {
 	}
 	as, err := r.dns.LookupIPAddr(ctx, host)
 	if err != nil {
-		return nil, fmt.Errorf("address lookup for %s failed: %v", host, err)
+		return nil, fmt.Errorf("address lookup for %s failed: %s", host, cause(err))
 	}
 	ips := make([]net.IP, 0, len(as))
 	for _, a := range as {
@@ -97,15 +97,15 @@ func (r *Relay) addrs(ctx context.Context, host string) ([]net.IP, error) {
 
 var errTLSFailed = errors.New("TLS negotiation failed")
 
-func (r *Relay) dial(ctx context.Context, t target, addr string, useTLS bool) (*conn, error) {
+// dial opens a session for t at addr (ip and the port).
+func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useTLS bool) (*conn, error) {
 	d := net.Dialer{Timeout: r.cfg.ConnectTimeout}
-	host, _, _ := net.SplitHostPort(addr)
-	if local := r.localAddr(net.ParseIP(host)); local != nil {
+	if local := r.localAddr(ip); local != nil {
 		d.LocalAddr = &net.TCPAddr{IP: local}
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to %s (%s): %v", t.host, addr, err)
+		return nil, fmt.Errorf("cannot connect to %s (%s): %s", t.host, addr, cause(err))
 	}
 	tlsCfg, check := r.tlsConfig(t)
 	helo := r.cfg.HELO
@@ -128,7 +128,7 @@ func (r *Relay) dial(ctx context.Context, t target, addr string, useTLS bool) (*
 		br, op, err := openSession(nc, helo, r.cfg.ConnectTimeout)
 		if err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("%s (%s) greeting: %v", t.host, addr, err)
+			return nil, fmt.Errorf("%s (%s) greeting: %s", t.host, addr, cause(err))
 		}
 		switch {
 		case op.startTLS && useTLS:
@@ -157,7 +157,7 @@ func (r *Relay) dial(ctx context.Context, t target, addr string, useTLS bool) (*
 	c.SubmissionTimeout = r.cfg.CommandTimeout + 2*time.Minute
 	if err := c.Hello(helo); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%s (%s) EHLO: %v", t.host, addr, err)
+		return nil, fmt.Errorf("%s (%s) EHLO: %s", t.host, addr, cause(err))
 	}
 	if r.cfg.Mode == "smarthost" && r.cfg.SmarthostUsername != "" {
 		var a sasl.Client

@@ -40,13 +40,13 @@ func (r *Relay) bounce(env *spool.Envelope, msg []byte, outs []outcome, delayed 
 
 	// 1. For the person.
 	fmt.Fprintf(&b, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n", boundary)
+	intro := fmt.Sprintf("Your message (queue id %s, received %s) could not be delivered to the recipients below. Each entry says what went wrong and what to do.",
+		env.ID, env.Received.UTC().Format(time.RFC1123Z))
 	if delayed {
-		fmt.Fprintf(&b, "This is the mail system at %s.\r\n\r\nYour message (queue id %s, received %s) has not been delivered yet to the\r\nrecipients below. Sluice keeps trying until %s; you do not need to send it again.\r\n\r\n",
-			host, env.ID, env.Received.UTC().Format(time.RFC1123Z), env.Received.Add(r.cfg.MaxAge).UTC().Format(time.RFC1123Z))
-	} else {
-		fmt.Fprintf(&b, "This is the mail system at %s.\r\n\r\nYour message (queue id %s, received %s) could not be delivered to the\r\nrecipients below. Each entry says what the receiving server answered and what to do.\r\n\r\n",
-			host, env.ID, env.Received.UTC().Format(time.RFC1123Z))
+		intro = fmt.Sprintf("Your message (queue id %s, received %s) has not been delivered yet to the recipients below. Sluice keeps trying until %s; you do not need to send it again.",
+			env.ID, env.Received.UTC().Format(time.RFC1123Z), env.Received.Add(r.cfg.MaxAge).UTC().Format(time.RFC1123Z))
 	}
+	fmt.Fprintf(&b, "This is the mail system at %s.\r\n\r\n%s\r\n\r\n", host, wrap(intro, 72, ""))
 	for _, o := range outs {
 		explained := o.reply
 		if o.expired {
@@ -59,7 +59,7 @@ func (r *Relay) bounce(env *spool.Envelope, msg []byte, outs []outcome, delayed 
 		}
 		fmt.Fprintf(&b, "    reply:   %s\r\n", wrapLine(o.reply))
 		if o.expired {
-			fmt.Fprintf(&b, "    result:  %s\r\n", wrapLine(fmt.Sprintf("gave up after %s of retries; the reply above is the last one", r.cfg.MaxAge)))
+			fmt.Fprintf(&b, "    result:  %s\r\n", wrapLine("gave up after "+span(r.cfg.MaxAge)+" of retries; the reply above is the last one"))
 		}
 		fmt.Fprintf(&b, "    kind:    %s\r\n", category)
 		if meaning != "" {
@@ -131,13 +131,17 @@ func statusOf(o outcome, delayed bool) string {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-func wrapLine(s string) string {
-	words := strings.Fields(s)
+// wrapLine wraps the value of a "    name:    " line of the DSN text.
+func wrapLine(s string) string { return wrap(s, 64, "             ") }
+
+// wrap breaks s into lines of at most width bytes (longer words stay
+// whole), the second and later ones starting with indent.
+func wrap(s string, width int, indent string) string {
 	var out strings.Builder
 	n := 0
-	for _, w := range words {
-		if n > 0 && n+len(w) > 64 {
-			out.WriteString("\r\n             ")
+	for _, w := range strings.Fields(s) {
+		if n > 0 && n+len(w) > width {
+			out.WriteString("\r\n" + indent)
 			n = 0
 		} else if n > 0 {
 			out.WriteByte(' ')
@@ -147,6 +151,23 @@ func wrapLine(s string) string {
 		n += len(w)
 	}
 	return out.String()
+}
+
+// span says a duration as people do ("5 days", "4 hours", "90 minutes");
+// one that is not a whole number of minutes as Go writes it ("300ms").
+func span(d time.Duration) string {
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "day"}, {time.Hour, "hour"}, {time.Minute, "minute"}} {
+		if d >= u.d && d%u.d == 0 {
+			if n := d / u.d; n != 1 {
+				return fmt.Sprintf("%d %ss", n, u.name)
+			}
+			return "1 " + u.name
+		}
+	}
+	return d.String()
 }
 
 func randomToken() string {

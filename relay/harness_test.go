@@ -224,6 +224,28 @@ func (r *receiver) script(mailFn func(int, string) error, rcptFn func(int, strin
 	}
 }
 
+// stallNextData makes the receiver's next DATA wait, after reading the
+// message, until release is called (the server then answers 451).
+// reached waits until that DATA has begun.
+func (r *receiver) stallNextData(t testing.TB) (reached, release func()) {
+	stall, stalled := make(chan struct{}), make(chan struct{})
+	r.mu.Lock()
+	r.stall, r.stalled = stall, stalled
+	r.mu.Unlock()
+	var once sync.Once
+	release = func() { once.Do(func() { close(stall) }) }
+	t.Cleanup(release)
+	reached = func() {
+		t.Helper()
+		select {
+		case <-stalled:
+		case <-time.After(waitTimeout):
+			t.Fatalf("no delivery to %s reached DATA within %v", r.name, waitTimeout)
+		}
+	}
+	return reached, release
+}
+
 // rejectRcpts answers RCPT with reply for the listed recipients, 250 else.
 func (r *receiver) rejectRcpts(code int, text string, rcpts ...string) {
 	r.script(nil, func(_ int, rc string) error {
@@ -507,6 +529,38 @@ func (h *harness) receivers(specs ...rxSpec) {
 func (h *harness) mx(domain string, pref int, host string) {
 	h.t.Helper()
 	h.dns.Add(h.t, fmt.Sprintf("%s. 300 IN MX %d %s.", domain, pref, host))
+}
+
+// remote starts the one receiver most tests need: mx.remote.test
+// (127.0.0.2, with opts), the MX of remote.test.
+func (h *harness) remote(opts ...receiverOpt) *receiver {
+	h.t.Helper()
+	h.receivers(rx("mx.remote.test", "127.0.0.2", opts...))
+	h.mx("remote.test", 10, "mx.remote.test")
+	return h.rx["mx.remote.test"]
+}
+
+// remoteAndSender starts mx.remote.test (127.0.0.2), the MX of
+// remote.test, and mx.sender.test (127.0.0.3), the MX of sender.test,
+// where the DSNs to alice@sender.test arrive.
+func (h *harness) remoteAndSender() (remote, sender *receiver) {
+	h.t.Helper()
+	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
+	h.mx("remote.test", 10, "mx.remote.test")
+	h.mx("sender.test", 10, "mx.sender.test")
+	return h.rx["mx.remote.test"], h.rx["mx.sender.test"]
+}
+
+// suppressions gives the relay (started after) a suppression list kept in
+// suppress.json of the test's directory, entries lasting a day.
+func (h *harness) suppressions() *relay.Suppressions {
+	h.t.Helper()
+	sup, err := relay.OpenSuppressions(filepath.Join(h.dir, "suppress.json"), 24*time.Hour)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.sup = sup
+	return sup
 }
 
 // start runs the relay with the test defaults changed by edit.

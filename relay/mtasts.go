@@ -51,14 +51,27 @@ type MTASTS struct {
 	// for mta-sts.DOMAIN.
 	PolicyAddr string
 
-	mu    sync.Mutex
-	cache map[string]*Policy
-	http  *http.Client
+	mu     sync.Mutex
+	cache  map[string]*Policy
+	failed map[string]fetchFailure
+	http   *http.Client
 }
+
+// fetchFailure is a policy fetch that failed, remembered so that the
+// messages that follow do not each try again (RFC 8461 3.3 lets a sender
+// limit how often it fetches).
+type fetchFailure struct {
+	id  string // of the TXT record at the time
+	at  time.Time
+	err error
+}
+
+// refetchAfter is how long a failed fetch is remembered for the same TXT id.
+const refetchAfter = 5 * time.Minute
 
 // NewMTASTS returns a policy fetcher.
 func NewMTASTS(dns MXResolver, roots *x509.CertPool, policyAddr string) *MTASTS {
-	m := &MTASTS{DNS: dns, RootCAs: roots, PolicyAddr: policyAddr, cache: map[string]*Policy{}}
+	m := &MTASTS{DNS: dns, RootCAs: roots, PolicyAddr: policyAddr, cache: map[string]*Policy{}, failed: map[string]fetchFailure{}}
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	m.http = &http.Client{
 		Timeout: 30 * time.Second,
@@ -78,7 +91,10 @@ func NewMTASTS(dns MXResolver, roots *x509.CertPool, policyAddr string) *MTASTS 
 }
 
 // Get returns the domain's policy, or nil when it publishes none. A cached
-// policy is used until its max_age, or until the TXT id changes.
+// policy is used until its max_age, or until the TXT id changes. A fetch
+// that failed is not repeated for refetchAfter unless the id changes: a
+// domain whose policy host is down costs one HTTPS attempt, not one per
+// message.
 func (m *MTASTS) Get(ctx context.Context, domain string) (*Policy, error) {
 	txts, err := m.DNS.LookupTXT(ctx, "_mta-sts."+domain)
 	id := ""
@@ -92,25 +108,35 @@ func (m *MTASTS) Get(ctx context.Context, domain string) (*Policy, error) {
 		}
 	}
 	m.mu.Lock()
-	cached := m.cache[domain]
+	cached, failed := m.cache[domain], m.failed[domain]
 	m.mu.Unlock()
-	if id == "" {
-		// No record (or DNS trouble): a cached policy still applies until
-		// it expires (RFC 8461 5.1), so an attacker cannot strip it.
-		if cached != nil && time.Since(cached.fetched) < cached.MaxAge {
+	// A cached policy still applies until it expires (RFC 8461 5.1), when
+	// the record is gone (so that an attacker cannot strip it) and when a
+	// new one cannot be fetched.
+	valid := cached != nil && time.Since(cached.fetched) < cached.MaxAge
+	switch {
+	case id == "" && valid:
+		return cached, nil
+	case id == "" && err != nil && !isNotFound(err):
+		return nil, err
+	case id == "":
+		return nil, nil
+	case valid && cached.ID == id:
+		return cached, nil
+	case failed.id == id && time.Since(failed.at) < refetchAfter:
+		if valid {
 			return cached, nil
 		}
-		if err != nil && !isNotFound(err) {
-			return nil, err
-		}
-		return nil, nil
-	}
-	if cached != nil && cached.ID == id && time.Since(cached.fetched) < cached.MaxAge {
-		return cached, nil
+		return nil, failed.err
 	}
 	p, ferr := m.fetch(ctx, domain)
 	if ferr != nil {
-		if cached != nil && time.Since(cached.fetched) < cached.MaxAge {
+		if ctx.Err() == nil { // a shutdown is no verdict on the policy host
+			m.mu.Lock()
+			m.failed[domain] = fetchFailure{id: id, at: time.Now(), err: ferr}
+			m.mu.Unlock()
+		}
+		if valid {
 			return cached, nil
 		}
 		// A policy that cannot be fetched is treated as none (RFC 8461 5).
@@ -119,6 +145,7 @@ func (m *MTASTS) Get(ctx context.Context, domain string) (*Policy, error) {
 	p.ID = id
 	m.mu.Lock()
 	m.cache[domain] = p
+	delete(m.failed, domain)
 	m.mu.Unlock()
 	return p, nil
 }

@@ -70,10 +70,18 @@ func stsPolicy(mode string, mx ...string) string {
 	return s + "max_age: 86400\r\n"
 }
 
-// publishSTS adds the _mta-sts TXT record that announces a policy.
-func (h *harness) publishSTS(domain string) {
+// serveSTS publishes MTA-STS policies (domain -> policy text) as a domain
+// does: the _mta-sts TXT record that announces each one, and the policy
+// host serving it over HTTPS with a certificate from ca. The relay that
+// h.start runs fetches them, trusting ca.
+func (h *harness) serveSTS(ca *testCA, policies map[string]string) *policyServer {
 	h.t.Helper()
-	h.dns.Add(h.t, fmt.Sprintf(`_mta-sts.%s. 300 IN TXT "v=STSv1; id=20250101T000000"`, domain))
+	ps := startPolicyServer(h.t, ca, policies)
+	for domain := range policies {
+		h.dns.Add(h.t, fmt.Sprintf(`_mta-sts.%s. 300 IN TXT "v=STSv1; id=20250101T000000"`, domain))
+	}
+	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
+	return ps
 }
 
 // brokenTLS is a STARTTLS offer whose handshake always fails (the server
@@ -88,17 +96,16 @@ func brokenTLS(t testing.TB, host string) *tls.Config {
 func TestMTASTSEnforceRefusesInvalidCertificate(t *testing.T) {
 	h := newHarness(t)
 	ca := newTestCA(t)
-	ps := startPolicyServer(t, ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.enforce.test")})
+	ps := h.serveSTS(ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.enforce.test")})
 	h.receivers(rx("mx.enforce.test", "127.0.0.2", withTLS(selfSigned(t, "mx.enforce.test"))))
 	h.mx("enforce.test", 10, "mx.enforce.test")
-	h.publishSTS("enforce.test")
-	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
 	mx := h.rx["mx.enforce.test"]
 	h.start(nil)
 
 	const rcpt = "bob@enforce.test"
 	id := h.send("alice@sender.test", []string{rcpt}, "secret plans")
-	eventually(t, "three deferred attempts", func() bool { return len(h.results.of(id, rcpt)) >= 3 })
+	// The fourth outcome comes after the third attempt saved its state.
+	eventually(t, "three deferred attempts", func() bool { return len(h.results.of(id, rcpt)) >= 4 })
 
 	for _, o := range h.results.of(id, rcpt) {
 		if o != "deferred" {
@@ -137,11 +144,9 @@ func TestMTASTSEnforceRefusesInvalidCertificate(t *testing.T) {
 func TestMTASTSEnforceDeliversWithValidCertificate(t *testing.T) {
 	h := newHarness(t)
 	ca := newTestCA(t)
-	ps := startPolicyServer(t, ca, map[string]string{"enforce.test": stsPolicy("enforce", "*.enforce.test")})
+	ps := h.serveSTS(ca, map[string]string{"enforce.test": stsPolicy("enforce", "*.enforce.test")})
 	h.receivers(rx("mx1.enforce.test", "127.0.0.2", withTLS(ca.leaf(t, "mx1.enforce.test"))))
 	h.mx("enforce.test", 10, "mx1.enforce.test")
-	h.publishSTS("enforce.test")
-	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
 	h.start(nil)
 
 	h.send("alice@sender.test", []string{"bob@enforce.test"}, "valid cert")
@@ -156,64 +161,117 @@ func TestMTASTSEnforceDeliversWithValidCertificate(t *testing.T) {
 }
 
 // With a policy in testing mode, or no policy at all, TLS is
-// opportunistic: the same self-signed MX gets the message over TLS, and an
-// MX whose TLS is broken gets it in clear rather than not at all.
+// opportunistic: a self-signed MX gets the message over (unverified) TLS,
+// and an MX whose TLS is broken gets it in clear rather than not at all,
+// at the first attempt. RFC 8461 5: in testing mode mail is delivered "as
+// though there were no MTA-STS validation failure", so a failed handshake
+// falls back to clear text exactly as without a policy.
 func TestMTASTSTestingAndNoPolicyAreOpportunistic(t *testing.T) {
 	h := newHarness(t)
 	ca := newTestCA(t)
-	ps := startPolicyServer(t, ca, map[string]string{"testing.test": stsPolicy("testing", "mx.sts.test")})
+	ps := h.serveSTS(ca, map[string]string{
+		"testing.test":    stsPolicy("testing", "mx.sts.test"),
+		"testbroken.test": stsPolicy("testing", "mx.testbroken.test"),
+	})
+	// The two broken MX hosts are distinct, so that the testing-mode
+	// message makes its own handshake instead of reusing the clear-text
+	// session of the other.
 	h.receivers(
 		rx("mx.sts.test", "127.0.0.2", withTLS(selfSigned(t, "mx.sts.test"))),
-		rx("mx.broken.test", "127.0.0.4", withTLSConfig(brokenTLS(t, "mx.broken.test"))))
-	h.mx("testing.test", 10, "mx.sts.test")
-	h.mx("nopolicy.test", 10, "mx.sts.test")
-	h.mx("broken.test", 10, "mx.broken.test")
-	h.publishSTS("testing.test")
-	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
+		rx("mx.broken.test", "127.0.0.4", withTLSConfig(brokenTLS(t, "mx.broken.test"))),
+		rx("mx.testbroken.test", "127.0.0.5", withTLSConfig(brokenTLS(t, "mx.testbroken.test"))))
+	cases := []struct {
+		domain, mx string
+		policy     bool // testing mode; else none
+		wantTLS    bool
+	}{
+		{"testing.test", "mx.sts.test", true, true},
+		{"nopolicy.test", "mx.sts.test", false, true},
+		{"broken.test", "mx.broken.test", false, false},
+		{"testbroken.test", "mx.testbroken.test", true, false},
+	}
+	ids := map[string]string{} // recipient -> queue id
+	for _, c := range cases {
+		h.mx(c.domain, 10, c.mx)
+	}
+	h.start(nil)
+	for _, c := range cases {
+		ids["x@"+c.domain] = h.send("alice@sender.test", []string{"x@" + c.domain}, "opportunistic to "+c.domain)
+	}
+	eventually(t, "each message delivered or deferred three times", func() bool {
+		for rc, id := range ids {
+			if o := h.results.of(id, rc); !slices.Contains(o, "delivered") && len(o) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range cases {
+		t.Run(c.domain, func(t *testing.T) {
+			rcpt := "x@" + c.domain
+			id := ids[rcpt]
+			if o := h.results.of(id, rcpt); !slices.Equal(o, []string{"delivered"}) {
+				t.Fatalf("outcomes %v, want [delivered] at the first attempt (as with no policy); last reply: %s",
+					o, h.state(id).Rcpts[0].LastReply)
+			}
+			if got := h.rx[c.mx].deliveredTo(rcpt); len(got) != 1 || got[0].TLS != c.wantTLS {
+				t.Errorf("%s got %+v, want one message, over TLS: %v (in clear after a failed handshake)", c.mx, summary(got), c.wantTLS)
+			}
+			if c.policy && ps.fetches(c.domain) == 0 {
+				t.Errorf("the testing policy of %s was never fetched", c.domain)
+			}
+		})
+	}
+	if recs := h.logs.find("mta-sts testing: TLS failed, delivering in clear; an enforced policy would defer this mail",
+		map[string]string{"mx": "mx.testbroken.test"}); len(recs) == 0 {
+		t.Errorf("no log line reports the clear-text fallback under the testing policy")
+	}
+	h.waitEmpty()
+}
+
+// A domain whose policy cannot be had (its host answers with something
+// that is not a policy) is delivered as without a policy (RFC 8461 5), and
+// the failed fetch is remembered: the next messages do not each pay for
+// another HTTPS request.
+func TestMTASTSFailedFetchNotRepeatedPerMessage(t *testing.T) {
+	h := newHarness(t)
+	ca := newTestCA(t)
+	ps := h.serveSTS(ca, map[string]string{"badpolicy.test": "version: STSv1\r\nmode: strict\r\n"})
+	h.receivers(rx("mx.badpolicy.test", "127.0.0.2", withTLS(selfSigned(t, "mx.badpolicy.test"))))
+	h.mx("badpolicy.test", 10, "mx.badpolicy.test")
 	h.start(nil)
 
-	h.send("alice@sender.test", []string{"t@testing.test"}, "testing mode")
-	h.send("alice@sender.test", []string{"n@nopolicy.test"}, "no policy")
-	h.send("alice@sender.test", []string{"b@broken.test"}, "broken tls")
-	h.waitEmpty()
-
-	mx := h.rx["mx.sts.test"]
-	for _, rc := range []string{"t@testing.test", "n@nopolicy.test"} {
-		got := mx.deliveredTo(rc)
-		if len(got) != 1 || !got[0].TLS {
-			t.Errorf("%s: MX got %+v, want one message over (unverified) TLS", rc, summary(got))
+	for i := 0; i < 3; i++ {
+		rcpt := fmt.Sprintf("r%d@badpolicy.test", i)
+		id := h.send("alice@sender.test", []string{rcpt}, "bad policy")
+		h.waitEmpty()
+		if o := h.results.of(id, rcpt); !slices.Equal(o, []string{"delivered"}) {
+			t.Errorf("message %d: outcomes %v, want [delivered] (no usable policy: as without one)", i, o)
 		}
 	}
-	if got := h.rx["mx.broken.test"].deliveredTo("b@broken.test"); len(got) != 1 || got[0].TLS {
-		t.Errorf("broken TLS: MX got %+v, want one message in clear after the failed handshake", summary(got))
+	if n := ps.fetches("badpolicy.test"); n != 1 {
+		t.Errorf("the policy host was asked %d times for 3 messages, want once", n)
 	}
-	if ps.fetches("testing.test") == 0 {
-		t.Errorf("the testing policy was never fetched")
+	if recs := h.logs.find("mta-sts: policy not available", map[string]string{"domain": "badpolicy.test"}); len(recs) != 3 {
+		t.Errorf("%d log lines say the policy is not available, want one per message (3)", len(recs))
 	}
 }
 
-// RFC 8461 5: in testing mode mail is delivered "as though there were no
-// MTA-STS validation failure", so a failed handshake falls back to clear
-// text exactly as without a policy.
-func TestMTASTSTestingModeFallsBackLikeNoPolicy(t *testing.T) {
+// sharedMX runs a relay with one MX host, mx.shared.test (with opt), for
+// plain.test (no policy) and enforce.test (an enforced policy, from ca,
+// naming that host), and delivers a first message to p@plain.test, which
+// leaves its connection in the pool.
+func sharedMX(t *testing.T, ca *testCA, opt receiverOpt) (*harness, *receiver, *policyServer) {
+	t.Helper()
 	h := newHarness(t)
-	ca := newTestCA(t)
-	ps := startPolicyServer(t, ca, map[string]string{"testing.test": stsPolicy("testing", "mx.broken.test")})
-	h.receivers(rx("mx.broken.test", "127.0.0.4", withTLSConfig(brokenTLS(t, "mx.broken.test"))))
-	h.mx("testing.test", 10, "mx.broken.test")
-	h.publishSTS("testing.test")
-	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
+	ps := h.serveSTS(ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.shared.test")})
+	h.receivers(rx("mx.shared.test", "127.0.0.2", opt))
+	h.mx("plain.test", 10, "mx.shared.test")
+	h.mx("enforce.test", 10, "mx.shared.test")
 	h.start(nil)
-
-	id := h.send("alice@sender.test", []string{"t@testing.test"}, "testing mode, broken tls")
-	eventually(t, "delivery or three deferrals", func() bool {
-		o := h.results.of(id, "t@testing.test")
-		return slices.Contains(o, "delivered") || len(o) >= 3
-	})
-	if o := h.results.of(id, "t@testing.test"); !slices.Equal(o, []string{"delivered"}) {
-		t.Errorf("outcomes %v, want [delivered] at the first attempt (as with no policy); last reply: %s",
-			o, h.state(id).Rcpts[0].LastReply)
-	}
+	h.send("alice@sender.test", []string{"p@plain.test"}, "no policy first")
+	h.waitEmpty()
+	return h, h.rx["mx.shared.test"], ps
 }
 
 // A connection opened for a domain without a policy (in clear text after
@@ -230,19 +288,7 @@ func TestMTASTSEnforceNotBypassedByPooledConnection(t *testing.T) {
 		{"unverified TLS", func(t *testing.T) receiverOpt { return withTLS(selfSigned(t, "mx.shared.test")) }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			ca := newTestCA(t)
-			ps := startPolicyServer(t, ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.shared.test")})
-			h.receivers(rx("mx.shared.test", "127.0.0.2", tc.tls(t)))
-			h.mx("plain.test", 10, "mx.shared.test")
-			h.mx("enforce.test", 10, "mx.shared.test")
-			h.publishSTS("enforce.test")
-			h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
-			mx := h.rx["mx.shared.test"]
-			h.start(nil)
-
-			h.send("alice@sender.test", []string{"p@plain.test"}, "no policy first")
-			h.waitEmpty()
+			h, mx, ps := sharedMX(t, newTestCA(t), tc.tls(t))
 			if got := mx.deliveredTo("p@plain.test"); len(got) != 1 || got[0].TLS != tc.wantTLS {
 				t.Fatalf("setup: want the no-policy message delivered (TLS=%v), got %+v", tc.wantTLS, summary(got))
 			}
@@ -268,19 +314,8 @@ func TestMTASTSEnforceNotBypassedByPooledConnection(t *testing.T) {
 // though no policy required it) does satisfy an enforced policy naming
 // that MX, so both messages share it.
 func TestMTASTSVerifiedConnectionIsReusedForEnforce(t *testing.T) {
-	h := newHarness(t)
 	ca := newTestCA(t)
-	ps := startPolicyServer(t, ca, map[string]string{"enforce.test": stsPolicy("enforce", "mx.shared.test")})
-	h.receivers(rx("mx.shared.test", "127.0.0.2", withTLS(ca.leaf(t, "mx.shared.test"))))
-	h.mx("plain.test", 10, "mx.shared.test")
-	h.mx("enforce.test", 10, "mx.shared.test")
-	h.publishSTS("enforce.test")
-	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
-	mx := h.rx["mx.shared.test"]
-	h.start(nil)
-
-	h.send("alice@sender.test", []string{"p@plain.test"}, "no policy first")
-	h.waitEmpty()
+	h, mx, _ := sharedMX(t, ca, withTLS(ca.leaf(t, "mx.shared.test")))
 	h.send("alice@sender.test", []string{"e@enforce.test"}, "enforced second")
 	h.waitEmpty()
 	for _, rc := range []string{"p@plain.test", "e@enforce.test"} {
@@ -291,7 +326,6 @@ func TestMTASTSVerifiedConnectionIsReusedForEnforce(t *testing.T) {
 	if accepts, _, _ := mx.counts(); accepts != 1 {
 		t.Errorf("%d connections, want 1: the verified session should carry both", accepts)
 	}
-	_ = ps
 }
 
 // Testing mode reports what an enforced policy would have refused (an MX
@@ -300,11 +334,9 @@ func TestMTASTSVerifiedConnectionIsReusedForEnforce(t *testing.T) {
 func TestMTASTSTestingModeReportsFailures(t *testing.T) {
 	h := newHarness(t)
 	ca := newTestCA(t)
-	ps := startPolicyServer(t, ca, map[string]string{"testing.test": stsPolicy("testing", "mx.listed.test")})
+	h.serveSTS(ca, map[string]string{"testing.test": stsPolicy("testing", "mx.listed.test")})
 	h.receivers(rx("mx.unlisted.test", "127.0.0.2", withTLS(selfSigned(t, "mx.unlisted.test"))))
 	h.mx("testing.test", 10, "mx.unlisted.test")
-	h.publishSTS("testing.test")
-	h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
 	h.start(nil)
 
 	h.send("alice@sender.test", []string{"t@testing.test"}, "testing mode report")
@@ -318,7 +350,6 @@ func TestMTASTSTestingModeReportsFailures(t *testing.T) {
 	if recs := h.logs.find("mta-sts testing: certificate not valid for the MX; an enforced policy would defer this mail", map[string]string{"mx": "mx.unlisted.test"}); len(recs) == 0 {
 		t.Errorf("no log line reports the certificate failure under the testing policy")
 	}
-	_ = ps
 }
 
 // A domain without MX records is delivered to its address records (the
@@ -336,10 +367,8 @@ func TestMTASTSEnforceAppliesToImplicitMX(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			ca := newTestCA(t)
-			ps := startPolicyServer(t, ca, map[string]string{"aonly.test": stsPolicy("enforce", tc.listed)})
+			ps := h.serveSTS(ca, map[string]string{"aonly.test": stsPolicy("enforce", tc.listed)})
 			h.receivers(rx("aonly.test", "127.0.0.6", withTLS(ca.leaf(t, "aonly.test"))))
-			h.publishSTS("aonly.test")
-			h.sts = relay.NewMTASTS(h.res, ca.pool, ps.addr)
 			h.start(nil)
 
 			id := h.send("alice@sender.test", []string{"a@aonly.test"}, "implicit mx")
@@ -355,6 +384,9 @@ func TestMTASTSEnforceAppliesToImplicitMX(t *testing.T) {
 				if got := h.rx["aonly.test"].delivered(); len(got) != 1 || !got[0].TLS {
 					t.Errorf("host got %+v, want one message over TLS", summary(got))
 				}
+			}
+			if ps.fetches("aonly.test") == 0 {
+				t.Errorf("the policy was never fetched")
 			}
 		})
 	}

@@ -15,8 +15,15 @@ type connPool struct {
 	idle time.Duration
 
 	mu    sync.Mutex
-	conns map[string][]pooled // host|addr -> idle sessions, newest last
+	conns map[poolKey][]pooled // idle sessions, newest last
 }
+
+// poolKey is the server a session talks to: the MX (or smarthost) name it
+// was opened for, which its TLS certificate was checked against, and the
+// address it is connected to. What a message needs of the session's
+// security is not part of the key: a verified session serves any message,
+// so get matches it against the message's policy (conn.satisfies).
+type poolKey struct{ host, addr string }
 
 type pooled struct {
 	c     *conn
@@ -24,11 +31,11 @@ type pooled struct {
 }
 
 func newConnPool(idle time.Duration) *connPool {
-	return &connPool{idle: idle, conns: map[string][]pooled{}}
+	return &connPool{idle: idle, conns: map[poolKey][]pooled{}}
 }
 
 // get returns an idle session for key that satisfies t, or nil.
-func (p *connPool) get(key string, t target) *conn {
+func (p *connPool) get(key poolKey, t target) *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.conns[key]
@@ -49,7 +56,7 @@ func (p *connPool) get(key string, t target) *conn {
 	return nil
 }
 
-func (p *connPool) put(key string, c *conn) {
+func (p *connPool) put(key poolKey, c *conn) {
 	if p.idle <= 0 {
 		c.quit()
 		return

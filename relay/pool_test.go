@@ -22,9 +22,7 @@ func TestStalePooledConnectionDoesNotDefer(t *testing.T) {
 			if tc == "idle timeout 421" {
 				opts = append(opts, withServer(func(s *smtp.Server) { s.ReadTimeout = 300 * time.Millisecond }))
 			}
-			h.receivers(rx("mx.remote.test", "127.0.0.2", opts...))
-			h.mx("remote.test", 10, "mx.remote.test")
-			mx := h.rx["mx.remote.test"]
+			mx := h.remote(opts...)
 			h.start(nil) // IdleConnTimeout 5s: the relay keeps it longer than the server
 
 			h.send("alice@sender.test", []string{"a@remote.test"}, "first")

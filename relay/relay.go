@@ -69,15 +69,14 @@ type Relay struct {
 	// OnResult, when set, is called after each recipient's outcome.
 	OnResult func(id, rcpt, status, category string, latency time.Duration)
 
-	mu       sync.Mutex
-	due      dueHeap
-	queued   map[string]*dueItem // in the heap, or nil while in flight
-	wake     chan struct{}
-	work     chan string
-	domains  map[string]*slots
-	pool     *connPool
-	stopping bool
-	wg       sync.WaitGroup
+	mu      sync.Mutex
+	due     dueHeap
+	queued  map[string]*dueItem // in the heap, or nil while in flight
+	wake    chan struct{}
+	work    chan string
+	domains map[string]*slots
+	pool    *connPool
+	wg      sync.WaitGroup
 }
 
 // New returns a relay over sp. Call Run to start it. Zero values in cfg

@@ -36,9 +36,7 @@ func TestRetrySchedule(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.receivers(rx("mx.remote.test", "127.0.0.2"))
-			h.mx("remote.test", 10, "mx.remote.test")
-			alwaysDefer(h.rx["mx.remote.test"])
+			alwaysDefer(h.remote())
 			h.start(func(c *relay.Config) { c.Retry, c.MaxAge = tc.retry, tc.maxAge })
 
 			const n = 8
@@ -88,10 +86,8 @@ func TestRetrySchedule(t *testing.T) {
 // reply and says Sluice gave up (Status 4.4.7, RFC 3463).
 func TestMaxAgeExpiryBounces(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
-	alwaysDefer(h.rx["mx.remote.test"])
+	remote, sender := h.remoteAndSender()
+	alwaysDefer(remote)
 	h.start(func(c *relay.Config) { c.MaxAge = 300 * time.Millisecond })
 
 	const rcpt = "bob@remote.test"
@@ -101,7 +97,7 @@ func TestMaxAgeExpiryBounces(t *testing.T) {
 	if len(o) < 2 || o[len(o)-1] != "failed" || slices.Contains(o[:len(o)-1], "failed") {
 		t.Errorf("outcomes %v, want deferrals then one failed", o)
 	}
-	dsns := dsnsFor(h.rx["mx.sender.test"], "alice@sender.test")
+	dsns := dsnsFor(sender, "alice@sender.test")
 	if len(dsns) != 1 {
 		t.Fatalf("sender got %d DSNs, want 1", len(dsns))
 	}
@@ -131,12 +127,10 @@ func TestDelayWarning(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-			h.mx("remote.test", 10, "mx.remote.test")
-			h.mx("sender.test", 10, "mx.sender.test")
+			remote, sender := h.remoteAndSender()
 			start := time.Now()
 			// Deferred for three warn_after periods, then accepted.
-			h.rx["mx.remote.test"].script(nil, func(int, string) error {
+			remote.script(nil, func(int, string) error {
 				if time.Since(start) < 300*time.Millisecond {
 					return smtpErr(451, "4.7.1 greylisted, come back later")
 				}
@@ -151,7 +145,7 @@ func TestDelayWarning(t *testing.T) {
 				t.Errorf("outcomes %v, want deferrals then delivered", o)
 			}
 			var warnings []*dsnReport
-			for _, m := range h.rx["mx.sender.test"].delivered() {
+			for _, m := range sender.delivered() {
 				d := parseDSN(t, m.Data)
 				if r := d.recipient(rcpt); r == nil || r.Get("Action") != "delayed" {
 					t.Errorf("sender got a DSN that is not a delay warning: %v", d.recipients)
@@ -182,10 +176,8 @@ func TestDelayWarning(t *testing.T) {
 // bounced at once or timed out before the greeting.
 func TestZeroConfigTakesDefaults(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
-	h.rx["mx.remote.test"].script(nil, func(n int, _ string) error {
+	remote, sender := h.remoteAndSender()
+	remote.script(nil, func(n int, _ string) error {
 		if n == 1 {
 			return smtpErr(451, "4.7.1 greylisted, come back later")
 		}
@@ -198,7 +190,7 @@ func TestZeroConfigTakesDefaults(t *testing.T) {
 	if o := h.results.of(id, "bob@remote.test"); !slices.Equal(o, []string{"deferred", "delivered"}) {
 		t.Errorf("outcomes %v, want [deferred delivered]", o)
 	}
-	if n := len(h.rx["mx.sender.test"].delivered()); n != 0 {
+	if n := len(sender.delivered()); n != 0 {
 		t.Errorf("sender got %d DSNs for a message that was delivered", n)
 	}
 }
@@ -208,9 +200,7 @@ func TestZeroConfigTakesDefaults(t *testing.T) {
 // recipient, counting on from the saved attempts.
 func TestRestartResumesFromSavedState(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	mx := h.rx["mx.remote.test"]
+	mx := h.remote()
 	mx.rejectRcpts(451, "4.2.2 mailbox full", "later@remote.test")
 	h.start(func(c *relay.Config) { c.Retry = []time.Duration{time.Hour} })
 
@@ -249,21 +239,11 @@ func TestQueueChangesDuringAttempt(t *testing.T) {
 	for _, tc := range []string{"hold", "delete"} {
 		t.Run(tc, func(t *testing.T) {
 			h := newHarness(t)
-			h.receivers(rx("mx.remote.test", "127.0.0.2"))
-			h.mx("remote.test", 10, "mx.remote.test")
-			mx := h.rx["mx.remote.test"]
-			stall, stalled := make(chan struct{}), make(chan struct{})
-			mx.mu.Lock()
-			mx.stall, mx.stalled = stall, stalled
-			mx.mu.Unlock()
+			reached, release := h.remote().stallNextData(t)
 			h.start(nil)
 
 			id := h.send("alice@sender.test", []string{"bob@remote.test"}, "changed in flight")
-			select {
-			case <-stalled:
-			case <-time.After(waitTimeout):
-				t.Fatal("the delivery never reached DATA")
-			}
+			reached()
 			switch tc {
 			case "hold":
 				st := h.state(id)
@@ -276,7 +256,7 @@ func TestQueueChangesDuringAttempt(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			close(stall) // the server answers 451
+			release() // the server answers 451
 			eventually(t, "the attempt's outcome", func() bool { return len(h.results.of(id, "bob@remote.test")) == 1 })
 			h.stop() // the attempt's state write is done
 
@@ -304,9 +284,7 @@ func TestQueueChangesDuringAttempt(t *testing.T) {
 // message is tried exactly once before its next retry, an hour away.
 func TestKickDuringDeliveryDoesNotRepeatAttempts(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	alwaysDefer(h.rx["mx.remote.test"])
+	alwaysDefer(h.remote())
 	rl := h.start(func(c *relay.Config) { c.Retry = []time.Duration{time.Hour}; c.MaxAge = 24 * time.Hour })
 
 	stop := make(chan struct{})
@@ -353,10 +331,8 @@ func classifier(reply string) (string, string, string) {
 // OnResult carry the same category.
 func TestBounceExplainsReplies(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
-	h.rx["mx.remote.test"].script(nil, func(_ int, rc string) error {
+	remote, sender := h.remoteAndSender()
+	remote.script(nil, func(_ int, rc string) error {
 		if rc == "full@remote.test" {
 			return smtpErr(552, "5.2.2 mailbox full")
 		}
@@ -368,7 +344,7 @@ func TestBounceExplainsReplies(t *testing.T) {
 	id := h.send("alice@sender.test", []string{"full@remote.test", "grey@remote.test"}, "explained")
 	h.waitEmpty()
 	var d *dsnReport
-	for _, m := range dsnsFor(h.rx["mx.sender.test"], "alice@sender.test") {
+	for _, m := range dsnsFor(sender, "alice@sender.test") {
 		if r := parseDSN(t, m.Data); r.recipient("grey@remote.test") != nil {
 			d = r
 		}
@@ -392,7 +368,7 @@ func TestBounceExplainsReplies(t *testing.T) {
 	if recs := h.logs.find("delivery", map[string]string{"id": id, "rcpt": "grey@remote.test", "result": "failed"}); len(recs) != 1 || recs[0].attrs["category"] != "rate-limited" {
 		t.Errorf("expiry log %v, want category rate-limited", recs)
 	}
-	for _, m := range dsnsFor(h.rx["mx.sender.test"], "alice@sender.test") {
+	for _, m := range dsnsFor(sender, "alice@sender.test") {
 		r := parseDSN(t, m.Data)
 		if r.recipient("full@remote.test") == nil {
 			continue
@@ -423,21 +399,13 @@ func TestShutdownDuringAttempt(t *testing.T) {
 	h.mx("bstall.test", 10, "mx.bstall.test")
 	h.mx("sender.test", 10, "mx.sender.test")
 	h.rx["mx.afail.test"].rejectRcpts(550, "5.1.1 no such user", "x@afail.test")
-	stalling := h.rx["mx.bstall.test"]
-	stall, stalled := make(chan struct{}), make(chan struct{})
-	stalling.mu.Lock()
-	stalling.stall, stalling.stalled = stall, stalled
-	stalling.mu.Unlock()
+	reached, release := h.rx["mx.bstall.test"].stallNextData(t)
 	h.start(func(c *relay.Config) { c.Retry = []time.Duration{time.Hour} })
 
 	id := h.send("alice@sender.test", []string{"x@afail.test", "y@bstall.test"}, "cut short")
-	select {
-	case <-stalled:
-	case <-time.After(waitTimeout):
-		t.Fatal("the delivery to bstall.test never reached DATA")
-	}
-	h.cancel()   // SIGTERM
-	close(stall) // the transaction ends (451)
+	reached()
+	h.cancel() // SIGTERM
+	release()  // the transaction ends (451)
 	h.stop()
 
 	if recs := h.logs.find("dsn queued", map[string]string{"for": id}); len(recs) != 1 {

@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -58,9 +57,7 @@ func TestMXPreferenceOrder(t *testing.T) {
 // (RFC 5321 4.5.3.1.10), not a retry interval later.
 func TestTooManyRecipientsSentInNextTransaction(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	mx := h.rx["mx.remote.test"]
+	mx := h.remote()
 	perTxn := 0
 	mx.script(func(int, string) error { perTxn = 0; return nil }, func(int, string) error {
 		perTxn++
@@ -144,16 +141,10 @@ func TestSuppressionOnlyForUnknownMailboxCode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-			h.mx("remote.test", 10, "mx.remote.test")
-			h.mx("sender.test", 10, "mx.sender.test")
+			remote, _ := h.remoteAndSender()
 			const x = "x@remote.test"
-			h.rx["mx.remote.test"].rejectRcpts(550, tc.reply, x)
-			sup, err := relay.OpenSuppressions(filepath.Join(h.dir, "suppress.json"), 24*time.Hour)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.sup = sup
+			remote.rejectRcpts(550, tc.reply, x)
+			sup := h.suppressions()
 			h.start(nil)
 
 			h.send("alice@sender.test", []string{x}, "first")
@@ -170,16 +161,10 @@ func TestSuppressionOnlyForUnknownMailboxCode(t *testing.T) {
 // refused sender is not put on the suppression list of the null sender.
 func TestUndeliverableBounceIsDropped(t *testing.T) {
 	h := newHarness(t)
-	h.receivers(rx("mx.remote.test", "127.0.0.2"), rx("mx.sender.test", "127.0.0.3"))
-	h.mx("remote.test", 10, "mx.remote.test")
-	h.mx("sender.test", 10, "mx.sender.test")
-	h.rx["mx.remote.test"].rejectRcpts(550, "5.1.1 no such user", "gone@remote.test")
-	h.rx["mx.sender.test"].rejectRcpts(550, "5.1.1 alice left the company", "alice@sender.test")
-	sup, err := relay.OpenSuppressions(filepath.Join(h.dir, "suppress.json"), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.sup = sup
+	remote, sender := h.remoteAndSender()
+	remote.rejectRcpts(550, "5.1.1 no such user", "gone@remote.test")
+	sender.rejectRcpts(550, "5.1.1 alice left the company", "alice@sender.test")
+	sup := h.suppressions()
 	h.start(nil)
 
 	id := h.send("alice@sender.test", []string{"gone@remote.test"}, "to a gone user")
@@ -190,7 +175,7 @@ func TestUndeliverableBounceIsDropped(t *testing.T) {
 	if recs := h.logs.find("dsn queued", nil); len(recs) != 1 || recs[0].attrs["for"] != id {
 		t.Errorf("DSNs queued: %v, want exactly the one for %s", recs, id)
 	}
-	if txs := h.rx["mx.sender.test"].transactions(); len(txs) != 1 || txs[0].From != "" {
+	if txs := sender.transactions(); len(txs) != 1 || txs[0].From != "" {
 		t.Errorf("sender MX saw %+v, want the one bounce from <>", summary(txs))
 	}
 	for _, e := range sup.List() {

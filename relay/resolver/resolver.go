@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -53,10 +54,8 @@ func New(server string) *Resolver {
 	return &Resolver{Server: server, Timeout: 3 * time.Second, MaxTTL: time.Hour, now: time.Now, cache: map[cacheKey]cacheEntry{}}
 }
 
-// ErrNotFound is a name or record that does not exist (NXDOMAIN or no data).
-// It satisfies net.DNSError's IsNotFound checks via the returned error type.
-var ErrNotFound = errors.New("no such record")
-
+// notFound is a name or record that does not exist (NXDOMAIN or no data),
+// as net.Resolver says it (IsNotFound).
 func notFound(name string) error {
 	return &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 }
@@ -90,7 +89,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 		in, _, err = c.ExchangeContext(ctx, m, r.Server)
 	}
 	if err != nil {
-		return nil, &net.DNSError{Err: err.Error(), Name: name, Server: r.Server, IsTemporary: true, IsTimeout: isTimeout(err)}
+		return nil, &net.DNSError{Err: cause(err), Name: name, Server: r.Server, IsTemporary: true, IsTimeout: isTimeout(err)}
 	}
 	if in.Rcode != dns.RcodeSuccess && in.Rcode != dns.RcodeNameError {
 		return nil, &net.DNSError{Err: dns.RcodeToString[in.Rcode], Name: name, Server: r.Server, IsTemporary: true}
@@ -142,6 +141,21 @@ func negativeTTL(in *dns.Msg, max time.Duration) time.Duration {
 	return min(60*time.Second, max)
 }
 
+// cause is a query error as net.Resolver words it ("i/o timeout",
+// "connection refused"), without the local and server addresses of Go's
+// network error: the server is in DNSError.Server.
+func cause(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		err = op.Err
+	}
+	var sc *os.SyscallError
+	if errors.As(err, &sc) {
+		err = sc.Err
+	}
+	return err.Error()
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -181,8 +195,7 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 		rrs, err := r.Query(ctx, host, t)
 		if err != nil {
-			var de *net.DNSError
-			if !(errors.As(err, &de) && de.IsNotFound) && firstErr == nil {
+			if !IsNotFound(err) && firstErr == nil {
 				firstErr = err
 			}
 			continue

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -223,5 +224,31 @@ func TestZeroValueResolver(t *testing.T) {
 	}
 	if n := z.queries.Load(); n != 1 {
 		t.Fatalf("%d queries for two lookups, want 1 (the second from the cache)", n)
+	}
+}
+
+// TestUnreachableServerError: when the DNS server cannot be reached, the
+// error says so as net.Resolver would ("connection refused", "i/o
+// timeout"), with the server in DNSError.Server and no local socket
+// address in the text, since that text ends up in the reasons a DSN gives
+// the sender.
+func TestUnreachableServerError(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := pc.LocalAddr().String()
+	pc.Close() // nothing answers there now
+	r := &Resolver{Server: closed, Timeout: time.Second}
+	_, err = r.LookupMX(context.Background(), "down.zone.test")
+	var de *net.DNSError
+	if !errors.As(err, &de) || IsNotFound(err) {
+		t.Fatalf("got %v, want a DNS error that is not \"not found\"", err)
+	}
+	if de.Server != closed || !de.IsTemporary {
+		t.Errorf("DNSError %+v, want Server %s and temporary", de, closed)
+	}
+	if de.Err == "" || strings.Contains(de.Err, "127.0.0.1") || strings.Contains(de.Err, "udp") {
+		t.Errorf("DNSError.Err %q, want the cause alone (such as \"connection refused\")", de.Err)
 	}
 }

@@ -7,6 +7,7 @@ package webhook_test
 // and old events.
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,8 +25,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"context"
 
 	"sluice/relay/webhook"
 )
