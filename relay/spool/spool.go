@@ -276,13 +276,17 @@ func (s *Spool) Read(id string) (*Envelope, []byte, error) {
 		return nil, nil, err
 	}
 	defer rc.Close()
-	msg := make([]byte, 0, env.Size)
-	buf := bytes.NewBuffer(msg)
-	if _, err := buf.ReadFrom(rc); err != nil {
+	// Exactly env.Size bytes, read once into their final place: a file
+	// cut short or longer than its envelope says is damaged.
+	msg := make([]byte, env.Size)
+	var more [1]byte
+	if _, err := io.ReadFull(rc, msg); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return env, nil, fmt.Errorf("%w: %s", ErrCorrupt, id)
+		}
 		return nil, nil, fmt.Errorf("spool: read %s: %w", id, err)
 	}
-	msg = buf.Bytes()
-	if len(msg) != env.Size || crc32.Checksum(msg, castagnoli) != env.CRC32C {
+	if _, err := io.ReadFull(rc, more[:]); err == nil || crc32.Checksum(msg, castagnoli) != env.CRC32C {
 		return env, nil, fmt.Errorf("%w: %s", ErrCorrupt, id)
 	}
 	return env, msg, nil

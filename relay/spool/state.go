@@ -35,8 +35,7 @@ type State struct {
 	NextTry  time.Time   `json:"next_try"`
 	Held     bool        `json:"held,omitempty"`
 	HeldWhy  string      `json:"held_why,omitempty"`
-	Warned   bool        `json:"warned,omitempty"`  // delay DSN sent
-	Bounced  bool        `json:"bounced,omitempty"` // failure DSN queued
+	Warned   bool        `json:"warned,omitempty"` // delay DSN sent
 	Rcpts    []RcptState `json:"rcpts"`
 }
 
