@@ -27,24 +27,11 @@ var headerKeys = []string{
 var markFields = []string{"X-Spam", "X-Spam-Score"}
 
 // signedKeys is headerKeys plus one entry per instance of a mark field in
-// the header of the message made of parts.
+// the header (up to the first empty line) of the message made of parts,
+// which may span parts (they end on line boundaries). It reads the field
+// names in place: a message without mark fields costs no allocation.
 func signedKeys(parts [][]byte) []string {
 	keys := headerKeys
-	for _, name := range headerNames(parts) {
-		for _, f := range markFields {
-			if strings.EqualFold(name, f) {
-				keys = append(keys[:len(keys):len(keys)], f)
-			}
-		}
-	}
-	return keys
-}
-
-// headerNames lists the field names of the header (up to the first empty
-// line) of the message made of parts, in order; continuation lines are
-// skipped. The header may span parts, which end on line boundaries.
-func headerNames(parts [][]byte) []string {
-	var names []string
 	for _, p := range parts {
 		for len(p) > 0 {
 			line := p
@@ -53,18 +40,22 @@ func headerNames(parts [][]byte) []string {
 			} else {
 				p = nil
 			}
-			switch {
-			case len(bytes.TrimRight(line, "\r\n")) == 0:
-				return names // end of the header
-			case line[0] == ' ' || line[0] == '\t':
-				continue
+			if len(bytes.TrimRight(line, "\r\n")) == 0 {
+				return keys // end of the header
 			}
-			if c := bytes.IndexByte(line, ':'); c > 0 {
-				names = append(names, string(bytes.TrimRight(line[:c], " \t")))
+			c := bytes.IndexByte(line, ':')
+			if c <= 0 || line[0] == ' ' || line[0] == '\t' {
+				continue // a continuation line, or no field
+			}
+			name := bytes.TrimRight(line[:c], " \t")
+			for _, f := range markFields {
+				if len(name) == len(f) && strings.EqualFold(string(name), f) {
+					keys = append(keys[:len(keys):len(keys)], f)
+				}
 			}
 		}
 	}
-	return names
+	return keys
 }
 
 // Signing is the outcome of Sign for the log and metrics.

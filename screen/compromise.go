@@ -29,7 +29,8 @@ type RecipientHistory interface {
 // password or an infected site: a burst of distinct first-time recipients
 // within an hour, or an hour's volume many times the login's usual hourly
 // volume over the last day. On either it suspends the login (with the
-// reason) and holds the message.
+// reason) and holds the message. When every store is the same Redis, a
+// message's counts take one round trip (see compromiseCounts).
 type Compromise struct {
 	NewRecipientsPerHour int     // 0: off
 	VolumeMultiple       float64 // 0: off
@@ -47,48 +48,73 @@ type Compromise struct {
 func (c *Compromise) Name() string { return "compromise" }
 
 func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
-	tag := domainOf(m.Login)
-	var why string
-	hist, hok := c.History.(*RedisStore)
-	hourly, h1 := c.Hourly.(*RedisStore)
-	daily, h2 := c.Daily.(*RedisStore)
 	wantNew, wantVolume := c.NewRecipientsPerHour > 0 && c.History != nil, c.VolumeMultiple > 0
-	if hok && h1 && h2 && (wantNew || wantVolume) {
-		// Shared store: the same counts in one round trip (see
-		// compromiseCounts), instead of up to four.
-		newTotal, hour, day, err := compromiseCounts(ctx, hist, hourly, daily, tag, m.Login, nowID(), m.Rcpts, wantNew, wantVolume)
-		if err != nil {
-			c.Log.Warn("screen: compromise counters unavailable", "login", m.Login, "err", err)
-			return nil
-		}
-		why = c.judge(newTotal, hour, day)
-		return c.suspend(ctx, m, why)
+	if !wantNew && !wantVolume {
+		return nil
 	}
-	newTotal, hour, day := -1, 0, 0
+	tag, id := domainOf(m.Login), nowID()
+	var newTotal, hour, day int
+	var err error
+	if hourly, daily, ok := c.oneRedis(wantNew); ok {
+		newTotal, hour, day, err = compromiseCounts(ctx, hourly, daily, tag, m.Login, id, m.Rcpts, wantNew, wantVolume)
+	} else {
+		newTotal, hour, day, err = c.countEach(ctx, tag, m.Login, id, m.Rcpts, wantNew, wantVolume)
+	}
+	if err != nil {
+		c.Log.Warn("screen: compromise counters unavailable", "login", m.Login, "err", err)
+		return nil
+	}
+	why := c.judge(newTotal, hour, day)
+	if why == "" {
+		return nil
+	}
+	return c.suspend(ctx, m, why)
+}
+
+// oneRedis returns the rule's counters when all the stores it uses are
+// RedisStores of one client, so that the counts can go in one
+// transaction.
+func (c *Compromise) oneRedis(wantNew bool) (hourly, daily *RedisStore, ok bool) {
+	hourly, ok1 := c.Hourly.(*RedisStore)
+	daily, ok2 := c.Daily.(*RedisStore)
+	if !ok1 || !ok2 || daily.rdb != hourly.rdb {
+		return nil, nil, false
+	}
 	if wantNew {
-		n, err := c.History.NewRecipients(ctx, tag, m.Login, m.Rcpts)
+		if hist, ok := c.History.(*RedisStore); !ok || hist.rdb != hourly.rdb {
+			return nil, nil, false
+		}
+	}
+	return hourly, daily, true
+}
+
+// countEach is compromiseCounts for any stores, one call at a time.
+func (c *Compromise) countEach(ctx context.Context, tag, login, id string, rcpts []string, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
+	newTotal = -1
+	if wantNew {
+		n, err := c.History.NewRecipients(ctx, tag, login, rcpts)
 		if err != nil {
-			c.Log.Warn("screen: recipient history unavailable", "login", m.Login, "err", err)
-		} else if n > 0 {
-			if total, err := c.Hourly.Count(ctx, tag, "new:"+m.Login, nowID(), n); err == nil {
-				newTotal = total
+			return 0, 0, 0, err
+		}
+		if n > 0 {
+			if newTotal, err = c.Hourly.Count(ctx, tag, "new:"+login, id, n); err != nil {
+				return 0, 0, 0, err
 			}
 		}
 	}
 	if wantVolume {
 		// Both counts together: a message counted in the day but not yet
 		// in the hour would look like earlier volume of a new login.
-		id := nowID()
 		c.mu.Lock()
-		h, err1 := c.Hourly.Count(ctx, tag, "vol:"+m.Login, id, len(m.Rcpts))
-		d, err2 := c.Daily.Count(ctx, tag, dailyVolumeKey(m.Login), id, len(m.Rcpts))
-		c.mu.Unlock()
-		if err1 == nil && err2 == nil {
-			hour, day = h, d
+		defer c.mu.Unlock()
+		if hour, err = c.Hourly.Count(ctx, tag, "vol:"+login, id, len(rcpts)); err != nil {
+			return 0, 0, 0, err
+		}
+		if day, err = c.Daily.Count(ctx, tag, dailyVolumeKey(login), id, len(rcpts)); err != nil {
+			return 0, 0, 0, err
 		}
 	}
-	why = c.judge(newTotal, hour, day)
-	return c.suspend(ctx, m, why)
+	return newTotal, hour, day, nil
 }
 
 // judge says what is suspicious about the counts (newTotal -1: no
@@ -108,12 +134,9 @@ func (c *Compromise) judge(newTotal, hour, day int) string {
 	return ""
 }
 
-// suspend acts on a reason ("" : nothing suspicious).
+// suspend suspends the login for why and holds the message.
 func (c *Compromise) suspend(ctx context.Context, m *Message, why string) *Verdict {
-	if why == "" {
-		return nil
-	}
-	reason := "suspended for suspected abuse: " + why
+	reason := SuspensionPrefix + why
 	if c.Suspend != nil {
 		if err := c.Suspend.Suspend(ctx, m.Login, reason); err != nil {
 			c.Log.Error("screen: could not suspend login", "login", m.Login, "err", err)
@@ -161,6 +184,9 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[#ARGV]))
 return n
 `)
 
+// seenKey is the Redis set of the recipients login has written to.
+func seenKey(tag, login string) string { return "sluice:seen:{" + tag + "}:" + login }
+
 // NewRecipients implements RecipientHistory in Redis: one set per login,
 // hash-tagged like the quota keys, expiring after 30 days without mail.
 func (r *RedisStore) NewRecipients(ctx context.Context, tag, login string, rcpts []string) (int, error) {
@@ -169,7 +195,7 @@ func (r *RedisStore) NewRecipients(ctx context.Context, tag, login string, rcpts
 		args = append(args, strings.ToLower(rc))
 	}
 	args = append(args, historyTTL.Milliseconds())
-	n, err := seenScript.Run(ctx, r.rdb, []string{"sluice:seen:{" + tag + "}:" + login}, args...).Int()
+	n, err := seenScript.Run(ctx, r.rdb, []string{seenKey(tag, login)}, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("%w: recipient history: %v", ErrStore, err)
 	}

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"sluice/screen/redistest"
 )
@@ -137,4 +140,135 @@ type suspenderFunc func(login, reason string)
 func (f suspenderFunc) Suspend(_ context.Context, login, reason string) error {
 	f(login, reason)
 	return nil
+}
+
+// cmpRoundTrips counts a client's round trips to Redis: one per command sent
+// alone, one per pipeline or transaction; not the commands that set up a
+// new pooled connection (HELLO, CLIENT).
+type cmpRoundTrips struct{ n atomic.Int64 }
+
+func cmpConnSetup(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }
+
+func (h *cmpRoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *cmpRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !cmpConnSetup(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *cmpRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && !cmpConnSetup(cmds[0]) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// cmpRedisRule is the rule over a real redis-server as serve wires it
+// (the daily store is the history), with its client's round trips counted.
+func cmpRedisRule(t *testing.T) (*Compromise, redis.UniversalClient, *cmpRoundTrips) {
+	srv := redistest.Start(t)
+	rdb, err := NewRedisClient(srv.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	trips := &cmpRoundTrips{}
+	rdb.AddHook(trips)
+	hourly := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute})
+	daily := NewRedisStore(rdb, StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+	return &Compromise{NewRecipientsPerHour: 100, VolumeMultiple: 10, MinVolume: 1000, History: daily, Hourly: hourly, Daily: daily,
+		Suspend: suspendLog{}, Contact: "abuse@relay.test", Log: quiet}, rdb, trips
+}
+
+// cmpUsed is what a counter of the rule holds this window.
+func cmpUsed(t *testing.T, s QuotaStore, key string) int {
+	t.Helper()
+	u, err := s.Usage(context.Background(), "example.test", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Used
+}
+
+// TestCompromiseRedisOneRoundTrip: against Redis the rule costs one round
+// trip a message, also when the message has first-time recipients (their
+// count goes in the same transaction as the volume).
+func TestCompromiseRedisOneRoundTrip(t *testing.T) {
+	c, _, trips := cmpRedisRule(t)
+	ctx := context.Background()
+	const login = "shop@example.test"
+	// A connection made and the script loaded, as after the first message.
+	if _, err := c.Hourly.Count(ctx, "example.test", "warm", nowID(), 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		rcpts []string
+	}{
+		{"first-time recipients", []string{"a@remote.test", "b@remote.test"}},
+		{"known recipient", []string{"a@remote.test"}},
+		{"one of each", []string{"A@remote.test", "c@remote.test"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := trips.n.Load()
+			if v := c.Check(ctx, &Message{Login: login, Rcpts: tc.rcpts}); v != nil {
+				t.Fatal(v)
+			}
+			if n := trips.n.Load() - before; n != 1 {
+				t.Errorf("%d round trips, want 1", n)
+			}
+		})
+	}
+	if n := cmpUsed(t, c.Hourly, "new:"+login); n != 3 {
+		t.Errorf("first-time recipients this hour: %d, want 3", n)
+	}
+	if n := cmpUsed(t, c.Hourly, "vol:"+login); n != 5 {
+		t.Errorf("volume this hour: %d recipients, want 5", n)
+	}
+}
+
+// TestCompromiseRedisScriptCacheLost: after Redis lost its scripts
+// (restart, SCRIPT FLUSH), while another caller has loaded one of them
+// again, each message still counts once: only the calls that got NOSCRIPT
+// go again.
+func TestCompromiseRedisScriptCacheLost(t *testing.T) {
+	c, rdb, _ := cmpRedisRule(t)
+	ctx := context.Background()
+	const login = "shop@example.test"
+	hourly := c.Hourly.(*RedisStore)
+	for _, loadQuota := range []bool{true, false} {
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if loadQuota {
+			// The loop rule ran first and loaded the quota script.
+			hourly.Count(ctx, "example.test", "other", nowID(), 1)
+		}
+		calls := []scriptCall{
+			{seenScript, []string{seenKey("example.test", login)}, []any{"x@remote.test", historyTTL.Milliseconds()}},
+			hourly.countCall("example.test", "vol:"+login, nowID(), 1),
+		}
+		if _, err := runPipelined(ctx, rdb, calls); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Check(ctx, &Message{Login: login, Rcpts: []string{"e@remote.test", "f@remote.test"}}); v != nil {
+		t.Fatal(v)
+	}
+	if n := cmpUsed(t, c.Hourly, "vol:"+login); n != 1+1+2 {
+		t.Errorf("volume this hour: %d recipients, want 4 (each call once)", n)
+	}
+	if n := cmpUsed(t, c.Daily, dailyVolumeKey(login)); n != 2 {
+		t.Errorf("volume today: %d recipients, want 2", n)
+	}
+	if n := cmpUsed(t, c.Hourly, "new:"+login); n != 2 {
+		t.Errorf("first-time recipients this hour: %d, want 2", n)
+	}
 }

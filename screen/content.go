@@ -108,12 +108,12 @@ func asAction(v *Verdict, a Action) *Verdict {
 	c := *v
 	if v.Action == Mark {
 		// Not let through marked: held or refused for what the rule
-		// found.
+		// found (a content rating), which the sender can change.
 		c.Headers = nil
 		if a == Hold {
 			c.Message += "; it is held for review"
 		} else {
-			c.Message += "; the mail administrator has set this rule to refuse such mail"
+			c.Message += "; remove what triggers it or ask the administrator to check the message"
 		}
 	}
 	if v.Action == Hold && a != Hold {
@@ -152,18 +152,12 @@ func nowID() string {
 	return fmt.Sprintf("%d.%d", time.Now().UnixNano(), atomic.AddUint64(&idSeq.n, 1))
 }
 
-// ScreenMessage is the pipeline as submit sees it (submit.Screener): it
-// returns a hold reason when the message is to be accepted but held, or an
-// error carrying the reply (a *Verdict) when it is refused or deferred.
-func (p *Pipeline) ScreenMessage(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, error) {
-	hold, _, err := p.ScreenMessageHeaders(ctx, login, ourHost, envFrom, rcpts, raw, smtputf8)
-	return hold, err
-}
-
-// ScreenMessageHeaders is ScreenMessage that also returns the header
-// fields to put in front of an accepted message (each ending in CRLF;
-// e.g. "X-Spam: Yes" when Rspamd says "add header"), for the caller to
-// add before signing.
+// ScreenMessageHeaders is the pipeline as submit sees it
+// (submit.Screener): it returns a hold reason when the message is to be
+// accepted but held, or an error carrying the reply (a *Verdict) when it
+// is refused or deferred, and the header fields to put in front of an
+// accepted message (each ending in CRLF; e.g. "X-Spam: Yes" when Rspamd
+// says "add header"), for the caller to add before signing.
 func (p *Pipeline) ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, []byte, error) {
 	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
 	out := p.Run(ctx, m)

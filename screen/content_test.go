@@ -149,10 +149,10 @@ func TestOverrides(t *testing.T) {
 	if v := p.Screen(context.Background(), self("sales@example.test")); v == nil || v.Action != Reject {
 		t.Fatalf("no override: %+v", v)
 	}
-	hold, err := p.ScreenMessage(context.Background(), "info@example.test", "mx.test", "info@example.test", []string{"info@example.test"},
+	hold, _, err := p.ScreenMessageHeaders(context.Background(), "info@example.test", "mx.test", "info@example.test", []string{"info@example.test"},
 		[]byte("From: info@example.test\r\nTo: info@example.test\r\n\r\nform\r\n"), false)
 	if err != nil || !strings.HasPrefix(hold, "webform:") {
-		t.Fatalf("ScreenMessage hold: %q %v", hold, err)
+		t.Fatalf("ScreenMessageHeaders hold: %q %v", hold, err)
 	}
 }
 

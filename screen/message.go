@@ -266,24 +266,31 @@ func walkMultipart(body []byte, boundary string, depth int, parts *[]Part) error
 	return nil
 }
 
+// decode undoes the transfer encoding; what does not decode ends the part
+// there. The part's bytes are copied once (into the decoded part) and only
+// when it is encoded.
 func decode(cte string, body []byte) []byte {
 	switch strings.ToLower(strings.TrimSpace(cte)) {
 	case "base64":
-		clean := make([]byte, 0, len(body))
-		for _, c := range body {
-			if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
-				clean = append(clean, c)
+		// The decoder skips CR and LF itself; blanks, which some mailers
+		// leave at line ends, must go first.
+		src := body
+		if bytes.ContainsAny(body, " \t") {
+			src = make([]byte, 0, len(body))
+			for _, c := range body {
+				if c != ' ' && c != '\t' {
+					src = append(src, c)
+				}
 			}
 		}
-		out := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
-		n, err := base64.StdEncoding.Decode(out, clean)
-		if err != nil {
-			return out[:n]
-		}
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(src)))
+		n, _ := base64.StdEncoding.Decode(out, src)
 		return out[:n]
 	case "quoted-printable":
-		out, _ := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
-		return out
+		var out bytes.Buffer
+		out.Grow(len(body) + bytes.MinRead) // decoded is never longer
+		out.ReadFrom(quotedprintable.NewReader(bytes.NewReader(body)))
+		return out.Bytes()
 	}
 	return body
 }

@@ -18,13 +18,16 @@ type scriptCall struct {
 // runPipelined runs calls in one round trip, as one transaction
 // (MULTI/EXEC: no other client's command runs between them; all keys carry
 // one hash tag, so this holds in a Cluster too). A Redis that lost its
-// script cache (after a restart) answers NOSCRIPT; the calls then go once
-// more with the script bodies.
+// script cache (after a restart) answers NOSCRIPT to each call whose
+// script it does not hold, and runs the others all the same: only those
+// calls go once more, with the script bodies, so that nothing counts
+// twice.
 func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall) ([]*redis.Cmd, error) {
-	send := func(full bool) ([]*redis.Cmd, error) {
-		cmds := make([]*redis.Cmd, len(calls))
+	cmds := make([]*redis.Cmd, len(calls))
+	send := func(idx []int, full bool) error {
 		_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			for i, c := range calls {
+			for _, i := range idx {
+				c := calls[i]
 				if full {
 					cmds[i] = c.script.Eval(ctx, p, c.keys, c.args...)
 				} else {
@@ -33,11 +36,21 @@ func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []script
 			}
 			return nil
 		})
-		return cmds, err
+		return err
 	}
-	cmds, err := send(false)
-	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
-		cmds, err = send(true)
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	err := send(all, false)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		var again []int
+		for i, c := range cmds {
+			if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				again = append(again, i)
+			}
+		}
+		err = send(again, true)
 	}
 	if err != nil {
 		return nil, err
@@ -51,25 +64,26 @@ func (r *RedisStore) countCall(tag, key, id string, n int) scriptCall {
 		[]any{"count", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", n, id, 0}}
 }
 
-// seenCall is NewRecipients as a pipelined call.
-func (r *RedisStore) seenCall(tag, login string, rcpts []string) scriptCall {
-	args := make([]any, 0, len(rcpts)+1)
+// countNewCall records rcpts in the login's recipient history (as
+// NewRecipients does) and counts those that were new under "new:LOGIN",
+// in one script: its answer's total is -1 when none was new.
+func (r *RedisStore) countNewCall(tag, login, id string, rcpts []string) scriptCall {
+	args := make([]any, 0, 7+len(rcpts))
+	args = append(args, "countnew", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 0, id, historyTTL.Milliseconds())
 	for _, rc := range rcpts {
 		args = append(args, strings.ToLower(rc))
 	}
-	args = append(args, historyTTL.Milliseconds())
-	return scriptCall{seenScript, []string{"sluice:seen:{" + tag + "}:" + login}, args}
+	return scriptCall{quotaScript, append(quotaKeys(tag, "new:"+login), seenKey(tag, login)), args}
 }
 
 // compromiseCounts does the compromise rule's counting against Redis in
-// one round trip (two when the message has first-time recipients, whose
-// number the second one adds to the hourly count): the first-time
-// recipients, and the login's volume this hour and today including this
-// message. newTotal is -1 when there were no first-time recipients.
-func compromiseCounts(ctx context.Context, hist, hourly, daily *RedisStore, tag, login, id string, rcpts []string, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
+// one round trip: the first-time recipients within the hour (-1 when this
+// message has none; counted in hourly, the history kept beside it), and
+// the login's volume this hour and today, this message included.
+func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login, id string, rcpts []string, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
 	var calls []scriptCall
 	if wantNew {
-		calls = append(calls, hist.seenCall(tag, login, rcpts))
+		calls = append(calls, hourly.countNewCall(tag, login, id, rcpts))
 	}
 	if wantVolume {
 		calls = append(calls, hourly.countCall(tag, "vol:"+login, id, len(rcpts)), daily.countCall(tag, dailyVolumeKey(login), id, len(rcpts)))
@@ -79,23 +93,17 @@ func compromiseCounts(ctx context.Context, hist, hourly, daily *RedisStore, tag,
 		return 0, 0, 0, fmt.Errorf("%w: compromise counts: %v", ErrStore, err)
 	}
 	newTotal = -1
+	if wantNew {
+		if newTotal, err = countResult(cmds[0]); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	if wantVolume {
 		if hour, err = countResult(cmds[len(cmds)-2]); err == nil {
 			day, err = countResult(cmds[len(cmds)-1])
 		}
 		if err != nil {
 			return 0, 0, 0, err
-		}
-	}
-	if wantNew {
-		n, err := cmds[0].Int()
-		if err != nil {
-			return 0, 0, 0, fmt.Errorf("%w: recipient history: %v", ErrStore, err)
-		}
-		if n > 0 {
-			if newTotal, err = hourly.Count(ctx, tag, "new:"+login, id, n); err != nil {
-				return 0, 0, 0, err
-			}
 		}
 	}
 	return newTotal, hour, day, nil

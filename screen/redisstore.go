@@ -36,7 +36,11 @@ func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
 
 // quotaScript does reserve, commit, release, usage and reset. It returns
 // {0, now} on success or {1, scopeIndex, used, nextFitMs, now} when a scope
-// is full; for usage {used, reserved, oldestMs, now}.
+// is full; for usage {used, reserved, oldestMs, now}; for count {0, now,
+// total}. countnew is count with n the number of ARGV[8...] (recipients)
+// that were not yet in the set KEYS[5] (the login's recipient history,
+// given the TTL ARGV[7] ms): {0, now, total}, or {0, now, -1} when none
+// was new (nothing counted).
 var quotaScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -47,7 +51,7 @@ local txn = ARGV[4]
 local n = tonumber(ARGV[5])
 local id = ARGV[6]
 local ttl = window + hold + 60000
-local nscopes = #KEYS / 4
+local nscopes = math.floor(#KEYS / 4)
 
 local function k(i, j) return KEYS[4 * (i - 1) + j] end
 
@@ -111,6 +115,14 @@ if op == 'usage' then
   local oldest = 0
   if #first > 0 then oldest = tonumber(first[2]) end
   return {tonumber(redis.call('GET', k(1, 2)) or '0'), tonumber(redis.call('HGET', k(1, 4), '_sum') or '0'), oldest, now}
+end
+
+if op == 'countnew' then
+  n = 0
+  for j = 8, #ARGV do n = n + redis.call('SADD', KEYS[5], ARGV[j]) end
+  redis.call('PEXPIRE', KEYS[5], ARGV[7])
+  if n == 0 then return {0, now, -1} end
+  op = 'count'
 end
 
 if op == 'count' then

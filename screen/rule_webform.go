@@ -41,6 +41,30 @@ func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
 		return nil
 	}
 	from := froms[0]
+	// The form pattern: the mail goes only to the From address itself
+	// (envelope and To), or to it with an outside visitor in Reply-To.
+	// A Cc or Bcc to oneself on ordinary mail is not a form.
+	fromIsRcpt, onlySelf := false, len(m.Rcpts) > 0
+	for _, r := range m.Rcpts {
+		if strings.EqualFold(r, from) {
+			fromIsRcpt = true
+		} else {
+			onlySelf = false
+		}
+	}
+	for _, a := range m.Addresses("To") {
+		if a == from {
+			fromIsRcpt = true
+		} else {
+			onlySelf = false
+		}
+	}
+	for _, a := range m.Addresses("Cc") {
+		fromIsRcpt = fromIsRcpt || a == from
+	}
+	if !fromIsRcpt {
+		return nil
+	}
 	dom := domainOf(from)
 	visitor := ""
 	for _, a := range m.Addresses("Reply-To") {
@@ -48,46 +72,21 @@ func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
 			visitor = a
 		}
 	}
-	// The form pattern: the mail goes only to the From address itself
-	// (envelope and To), or to it with an outside visitor in Reply-To.
-	// A Cc or Bcc to oneself on ordinary mail is not a form.
-	onlySelf := len(m.Rcpts) > 0
-	for _, r := range m.Rcpts {
-		if !strings.EqualFold(r, from) {
-			onlySelf = false
-		}
-	}
-	for _, a := range m.Addresses("To") {
-		if a != from {
-			onlySelf = false
-		}
-	}
-	fromIsRcpt := false
-	for _, r := range m.Rcpts {
-		if strings.EqualFold(r, from) {
-			fromIsRcpt = true
-		}
-	}
-	for _, h := range []string{"To", "Cc"} {
-		for _, a := range m.Addresses(h) {
-			if a == from {
-				fromIsRcpt = true
-			}
-		}
-	}
-	if !(fromIsRcpt && visitor != "") && !(onlySelf && formLike(m)) {
+	if visitor == "" && !(onlySelf && formLike(m)) {
 		return nil
 	}
 	local := "form"
 	if strings.HasPrefix(from, "form@") {
 		local = "webform"
 	}
-	msg := fmt.Sprintf("message from %s to %s looks like a web-form loop; send form mail from a separate address such as %s@%s with the visitor in Reply-To", from, from, local, dom)
+	what := fmt.Sprintf("message from %s to %s", from, from)
+	fix := fmt.Sprintf("send form mail from a separate address such as %s@%s with the visitor in Reply-To", local, dom)
 	if visitor != "" {
-		msg = fmt.Sprintf("message from %s to %s with the visitor %s in Reply-To looks like a web-form loop; send form mail from a separate address such as %s@%s that forwards to %s", from, from, visitor, local, dom, from)
+		what = fmt.Sprintf("message from %s to %s with the visitor %s in Reply-To", from, from, visitor)
+		fix = fmt.Sprintf("send form mail from a separate address such as %s@%s that forwards to %s", local, dom, from)
 	}
 	if w.Mode == "limit" && w.Store != nil {
-		n, err := w.Store.Count(ctx, domainOf(m.Login), "webform:"+m.Login, fmt.Sprint(m.Login, len(m.Raw), from, nowID()), 1)
+		n, err := w.Store.Count(ctx, domainOf(m.Login), "webform:"+m.Login, nowID(), 1)
 		if err != nil {
 			w.Log.Warn("screen: webform counter unavailable; allowing", "login", m.Login, "err", err)
 			return nil
@@ -96,9 +95,9 @@ func (w *WebForm) Check(ctx context.Context, m *Message) *Verdict {
 			return nil
 		}
 		return &Verdict{Action: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Rule: "webform",
-			Message: fmt.Sprintf("login %s has sent %d self-addressed form messages this hour (limit %d); %s", m.Login, n-1, w.Limit, strings.TrimPrefix(msg, "message from "+from+" to "+from+" looks like a web-form loop; "))}
+			Message: fmt.Sprintf("login %s has sent %d self-addressed form messages this hour (limit %d); %s", m.Login, n-1, w.Limit, fix)}
 	}
-	return reject("webform", 550, [3]int{5, 7, 1}, msg)
+	return reject("webform", 550, [3]int{5, 7, 1}, what+" looks like a web-form loop; "+fix)
 }
 
 // scriptMailers are what form plugins and scripts put in X-Mailer or
@@ -224,9 +223,10 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 // digits (counters, dates) are ignored, so trivially varied copies match.
 func fingerprint(m *Message) string {
 	h := sha256.New()
+	buf := make([]byte, 0, 4096)
 	norm := func(s []byte) {
 		space := false
-		buf := make([]byte, 0, 4096)
+		buf = buf[:0]
 		for _, c := range s {
 			switch {
 			case c == ' ' || c == '\t' || c == '\r' || c == '\n':

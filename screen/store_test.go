@@ -3,6 +3,7 @@ package screen
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,9 +238,17 @@ func TestRedisKeysAlwaysHaveTTL(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		g.Failed(ctx, "g@example.test", "127.0.0.9", fmt.Sprint("fp", i))
 	}
+	daily := NewRedisStore(rdb, StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+	c := &Compromise{NewRecipientsPerHour: 100, VolumeMultiple: 10, MinVolume: 100, History: daily, Hourly: s, Daily: daily, Log: quiet}
+	if v := c.Check(ctx, &Message{Login: "g@example.test", Rcpts: []string{"r@remote.test"}}); v != nil {
+		t.Fatal(v)
+	}
 	keys, err := rdb.Keys(ctx, "*").Result()
 	if err != nil || len(keys) == 0 {
 		t.Fatal(keys, err)
+	}
+	if !slices.Contains(keys, seenKey("example.test", "g@example.test")) || !slices.Contains(keys, "sluice:q:{example.test}:new:g@example.test:log") {
+		t.Fatalf("the compromise rule's keys are missing: %v", keys)
 	}
 	for _, k := range keys {
 		if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 {

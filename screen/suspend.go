@@ -77,8 +77,8 @@ func NewRedisSuspensions(rdb redis.UniversalClient, ttl time.Duration) *RedisSus
 	return &RedisSuspensions{rdb: rdb, ttl: ttl}
 }
 
-// SuspensionKey is the Redis key of a login's suspension.
-func SuspensionKey(login string) string {
+// suspensionKey is the Redis key of a login's suspension.
+func suspensionKey(login string) string {
 	login = strings.ToLower(login)
 	return "sluice:susp:{" + domainOf(login) + "}:" + login
 }
@@ -105,7 +105,7 @@ return v
 func (r *RedisSuspensions) Record(ctx context.Context, login, reason string) (bool, error) {
 	login = strings.ToLower(login)
 	val, _ := json.Marshal(suspRecord{State: suspActive, Login: login, Reason: reason, Since: time.Now().UTC()})
-	n, err := recordScript.Run(ctx, r.rdb, []string{SuspensionKey(login)}, val, r.ttl.Milliseconds()).Int()
+	n, err := recordScript.Run(ctx, r.rdb, []string{suspensionKey(login)}, val, r.ttl.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("%w: suspension record: %v", ErrStore, err)
 	}
@@ -116,7 +116,7 @@ func (r *RedisSuspensions) Record(ctx context.Context, login, reason string) (bo
 // of it was last lifted (zero: not within the TTL).
 func (r *RedisSuspensions) State(ctx context.Context, login string) (*Suspension, time.Time, error) {
 	login = strings.ToLower(login)
-	val, err := r.rdb.Get(ctx, SuspensionKey(login)).Bytes()
+	val, err := r.rdb.Get(ctx, suspensionKey(login)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, time.Time{}, nil
 	}
@@ -170,7 +170,7 @@ func (r *RedisSuspensions) Lift(ctx context.Context, login string) (bool, error)
 	login = strings.ToLower(login)
 	now := time.Now().UTC()
 	val, _ := json.Marshal(suspRecord{State: suspLifted, Login: login, Since: now, Lifted: &now})
-	old, err := liftScript.Run(ctx, r.rdb, []string{SuspensionKey(login)}, val, r.ttl.Milliseconds()).Text()
+	old, err := liftScript.Run(ctx, r.rdb, []string{suspensionKey(login)}, val, r.ttl.Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}

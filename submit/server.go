@@ -57,7 +57,7 @@ type SenderCheck interface {
 	CheckSender(ctx context.Context, fromDomain, envelopeFrom string) error
 }
 
-// Screener runs the content rules (screen.Pipeline.ScreenMessage). It
+// Screener runs the content rules (screen.Pipeline.ScreenMessageHeaders). It
 // returns a hold reason for a message to accept but keep from delivery, or
 // an error that carries the reply (SMTPReply) for one to refuse or defer.
 type Screener interface {

@@ -211,49 +211,75 @@ func checkDKIM(ctx context.Context, in Input) (checked, []Finding) {
 		if k.State == dkim.Pending {
 			sev = Warn
 		}
-		txts, err := in.Resolver.LookupTXT(ctx, k.Name())
-		if dnsFailed(err) {
+		rec, algo, err := lookupKey(ctx, in.Resolver, k)
+		switch {
+		case err != nil:
 			res.unknown = res.unknown || k.State == dkim.Active
 			out = append(out, unchecked("dkim", k.Name()+" ("+k.Algo+", "+k.State+")", err))
-			continue
-		}
-		if err != nil {
+		case rec == keyMissing:
 			out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s (%s, %s) is not published", k.Name(), k.Algo, k.State),
 				fmt.Sprintf("publish: sluice dkim record %s --selector %s", k.Domain, k.Selector)})
-			continue
-		}
-		var found bool
-		for _, t := range txts {
-			tg := tags(t)
-			if tg["p"] == "" || tg["k"] != "" && tg["k"] != k.Algo && len(txts) > 1 {
-				continue
-			}
-			found = true
-			algo := tg["k"]
-			if algo == "" {
-				algo = dkim.RSA
-			}
-			switch {
-			case tg["p"] != k.PublicKeyBase64():
-				out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s publishes a different public key than Sluice signs with: signatures fail (dkim=fail)", k.Name()),
-					fmt.Sprintf("replace the record with: sluice dkim record %s --selector %s", k.Domain, k.Selector)})
-			case algo != k.Algo:
-				out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s says k=%s but the key is %s", k.Name(), algo, k.Algo),
-					fmt.Sprintf("set k=%s in the record", k.Algo)})
-			default:
-				out = append(out, Finding{"dkim", OK, fmt.Sprintf("%s (%s, %s) is published and matches", k.Name(), k.Algo, k.State), ""})
-				if k.State == dkim.Active {
-					res.domains = append(res.domains, k.Domain)
-				}
-			}
-			break
-		}
-		if !found {
+		case rec == keyNoP:
 			out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s has a TXT record but no DKIM key (p=) in it", k.Name()),
 				fmt.Sprintf("publish: sluice dkim record %s --selector %s", k.Domain, k.Selector)})
+		case rec == keyDifferent:
+			out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s publishes a different public key than Sluice signs with: signatures fail (dkim=fail)", k.Name()),
+				fmt.Sprintf("replace the record with: sluice dkim record %s --selector %s", k.Domain, k.Selector)})
+		case rec == keyWrongAlgo:
+			out = append(out, Finding{"dkim", sev, fmt.Sprintf("%s says k=%s but the key is %s", k.Name(), algo, k.Algo),
+				fmt.Sprintf("set k=%s in the record", k.Algo)})
+		default:
+			out = append(out, Finding{"dkim", OK, fmt.Sprintf("%s (%s, %s) is published and matches", k.Name(), k.Algo, k.State), ""})
+			if k.State == dkim.Active {
+				res.domains = append(res.domains, k.Domain)
+			}
 		}
 	}
 	return res, out
+}
+
+// keyRecord is what the DNS publishes for a key.
+type keyRecord int
+
+const (
+	keyMissing   keyRecord = iota // no record
+	keyNoP                        // a TXT record without a key (p=)
+	keyDifferent                  // another public key: signatures fail
+	keyWrongAlgo                  // the key under another k=: signatures fail
+	keyPublished                  // the key: signatures verify
+)
+
+// lookupKey judges k's record, as `dns check` and the pre-check both do:
+// the first TXT record at its name with a key (p=), skipping, when there
+// are several, those whose k= names another algorithm. It also returns
+// the algorithm that record names. An error means the resolver failed:
+// the record may exist.
+func lookupKey(ctx context.Context, r Resolver, k *dkim.Key) (keyRecord, string, error) {
+	txts, err := r.LookupTXT(ctx, k.Name())
+	if dnsFailed(err) {
+		return 0, "", err
+	}
+	if err != nil {
+		return keyMissing, "", nil
+	}
+	for _, t := range txts {
+		tg := tags(t)
+		if tg["p"] == "" || tg["k"] != "" && tg["k"] != k.Algo && len(txts) > 1 {
+			continue
+		}
+		algo := tg["k"]
+		if algo == "" {
+			algo = dkim.RSA
+		}
+		switch {
+		case tg["p"] != k.PublicKeyBase64():
+			return keyDifferent, algo, nil
+		case algo != k.Algo:
+			return keyWrongAlgo, algo, nil
+		}
+		return keyPublished, algo, nil
+	}
+	return keyNoP, "", nil
 }
 
 func checkDMARC(ctx context.Context, in Input, spfRes, dkimRes checked) []Finding {

@@ -110,9 +110,9 @@ func dmarcAdvice(fromDomain, envDomain string, pol *dmarcPolicy, unpublished *dk
 
 // signatureDomains returns the d= domains of the signatures Sluice would
 // add for fromDomain that verify against the published keys (its own
-// keys, else the fallback domain's), the first active key whose record is
-// missing or different, and whether it could tell (false: a lookup
-// failed).
+// keys, else the fallback domain's; judged as `dns check` judges them),
+// the first active key whose record is missing or wrong, and whether it
+// could tell (false: a lookup failed).
 func (p *Precheck) signatureDomains(ctx context.Context, fromDomain string) ([]string, *dkim.Key, bool) {
 	keys := p.Keys.SigningKeys(fromDomain)
 	if len(keys) == 0 && p.Fallback != "" {
@@ -120,14 +120,12 @@ func (p *Precheck) signatureDomains(ctx context.Context, fromDomain string) ([]s
 	}
 	var unpublished *dkim.Key
 	for _, k := range keys {
-		txts, err := p.Resolver.LookupTXT(ctx, k.Name())
-		if dnsFailed(err) {
+		rec, _, err := lookupKey(ctx, p.Resolver, k)
+		if err != nil {
 			return nil, nil, false
 		}
-		for _, t := range txts {
-			if tags(t)["p"] == k.PublicKeyBase64() {
-				return []string{k.Domain}, nil, true
-			}
+		if rec == keyPublished {
+			return []string{k.Domain}, nil, true
 		}
 		if unpublished == nil {
 			unpublished = k

@@ -35,6 +35,10 @@ func TestPrecheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys3, err := ring.Generate("wrongk.test", "s1", "ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.Add(t,
 		`hardfail.test. 300 IN TXT "v=spf1 ip4:198.51.100.1 -all"`,
 		`ok.test. 300 IN TXT "v=spf1 ip4:192.0.2.10 -all"`,
@@ -62,6 +66,11 @@ func TestPrecheck(t *testing.T) {
 		`bounce.strictspf.test. 300 IN TXT "v=spf1 ip4:192.0.2.10 -all"`,
 		`strictspf.test. 300 IN TXT "v=spf1 ~all"`,
 		`_dmarc.strictspf.test. 300 IN TXT "v=DMARC1; p=reject; aspf=s"`,
+		// The key's own p= under the wrong k=: verifiers fail it, as
+		// `dns check` says.
+		`wrongk.test. 300 IN TXT "v=spf1 ~all"`,
+		`_dmarc.wrongk.test. 300 IN TXT "v=DMARC1; p=reject"`,
+		keys3[0].Name()+`. 300 IN TXT "`+strings.Replace(keys3[0].TXT(), "k=ed25519", "k=rsa", 1)+`"`,
 	)
 	p := precheck(t, srv, ring, "192.0.2.10")
 	cases := []struct {
@@ -85,6 +94,7 @@ func TestPrecheck(t *testing.T) {
 		{domain: "shop.strict.test", fallback: "strict.test", rule: "dmarc", says: "DMARC record at _dmarc.strict.test"},
 		{domain: "relaxed.test", env: "info@bounce.relaxed.test"},
 		{domain: "strictspf.test", env: "info@bounce.strictspf.test", rule: "dmarc", says: "DMARC p=reject"},
+		{domain: "wrongk.test", rule: "dmarc", says: "publish the DKIM record " + keys3[0].Name()},
 	}
 	for _, c := range cases {
 		t.Run(c.domain, func(t *testing.T) {
