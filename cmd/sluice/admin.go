@@ -213,7 +213,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return badRequest("unknown field %s; the fields are %s", strings.TrimPrefix(err.Error(), "json: unknown field "), jsonFields(v))
 	}
-	return badRequest("the request body is not valid JSON for this call: %v", err)
+	return badRequest("the request body could not be read as JSON for this call; send one JSON object")
 }
 
 func jsonKind(t reflect.Type) string {
@@ -271,7 +271,7 @@ func toJSON(u *userdb.User) loginJSON {
 }
 
 func (a *adminAPI) fileOnly() error {
-	if !fileBackendConfigured(a.cfg()) {
+	if userFileRole(a.cfg()) != roleLogins {
 		return conflict("logins come from a read-only backend (sql or dovecot); change them there (a suspension by Sluice is lifted with DELETE /api/v1/logins/{login}/suspension)")
 	}
 	return nil
@@ -331,8 +331,8 @@ type loginChange struct {
 
 func (c *loginChange) apply(u *userdb.User) error {
 	if c.Password != nil {
-		if n := len(*c.Password); n < 8 || n > 1024 {
-			return badRequest("password must be 8 to 1024 characters")
+		if n := len(*c.Password); n < minPasswordLen || n > maxPasswordLen {
+			return badRequest("password must be %d to %d characters", minPasswordLen, maxPasswordLen)
 		}
 		h, err := userdb.HashPassword(*c.Password)
 		if err != nil {
@@ -508,12 +508,10 @@ func (a *adminAPI) loginUsage(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case err == nil:
 		override = u.Quota
-		state["suspended"] = u.Disabled && strings.HasPrefix(u.Reason, "suspended")
-		state["disabled"] = u.Disabled
-		state["reason"] = u.Reason
+		state["suspended"], state["disabled"], state["reason"] = ruleSuspended(u), u.Disabled, u.Reason
 	case !errors.Is(err, userdb.ErrNotFound):
 		return err
-	case onlyFileBackend(a.cfg()):
+	case backendNames(a.cfg()) == "":
 		return notFound("no login %s", addr)
 	}
 	rep, err := quotaShow(r.Context(), a.quota, a.cfg(), addr, override)
@@ -521,25 +519,21 @@ func (a *adminAPI) loginUsage(w http.ResponseWriter, r *http.Request) error {
 		a.log.Error("admin api: quota store", "login", addr, "err", err)
 		return &apiError{http.StatusServiceUnavailable, "the quota store did not answer; try again"}
 	}
-	if a.susp != nil {
-		sus, liftedAt, err := a.susp.State(r.Context(), addr)
-		if err != nil {
-			return a.suspStoreDown(addr, err)
+	sus, liftedAt, err := a.susp.State(r.Context(), addr)
+	switch {
+	case err != nil:
+		return a.suspStoreDown(addr, err)
+	case liftedElsewhere(u, sus, liftedAt):
+		// Lifted on another instance; this user file catches up at the
+		// login's next AUTH, which lets it in.
+		state["suspended"], state["disabled"], state["reason"] = false, false, ""
+	case sus != nil:
+		// Suspended by the compromise rule on some instance: the login
+		// cannot log in on any, whatever backend holds it.
+		if u == nil || !u.Disabled || u.Reason == "" {
+			state["reason"] = sus.Reason
 		}
-		if sus == nil && !liftedAt.IsZero() && u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
-			// Lifted on another instance; this user file catches up at
-			// the login's next AUTH, which lets it in.
-			state["suspended"], state["disabled"], state["reason"] = false, false, ""
-		}
-		if sus != nil {
-			// Suspended by the compromise rule on some instance: the login
-			// cannot log in on any, whatever backend holds it.
-			if fileDisabled := state["disabled"].(bool); !fileDisabled || state["reason"] == "" {
-				state["reason"] = sus.Reason
-			}
-			state["suspended"], state["disabled"] = true, true
-			state["since"] = sus.Since.UTC()
-		}
+		state["suspended"], state["disabled"], state["since"] = true, true, sus.Since.UTC()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"quota": rep, "state": state})
 	return nil
@@ -552,9 +546,6 @@ func (a *adminAPI) suspStoreDown(login string, err error) error {
 
 // liftStored lifts the login's suspension in the suspension store.
 func (a *adminAPI) liftStored(r *http.Request, login string) (bool, error) {
-	if a.susp == nil {
-		return false, nil
-	}
 	lifted, err := a.susp.Lift(r.Context(), login)
 	if err != nil {
 		return false, a.suspStoreDown(login, err)
@@ -576,18 +567,11 @@ func (a *adminAPI) liftSuspension(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	if userFileRole(a.cfg()) != roleNone {
-		if u, err := a.users.Get(addr); err == nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
-			err := a.users.Update(func(m map[string]*userdb.User) error {
-				if u := m[addr]; u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
-					u.Disabled, u.Reason = false, ""
-					lifted = true
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
+		enabled, err := enableInFile(a.users, addr, false)
+		if err != nil {
+			return err
 		}
+		lifted = lifted || enabled
 	}
 	if !lifted {
 		return notFound("login %s is not suspended", addr)
@@ -595,15 +579,6 @@ func (a *adminAPI) liftSuspension(w http.ResponseWriter, r *http.Request) error 
 	a.changed(r, "suspension lifted", "login", addr)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func onlyFileBackend(cfg *Config) bool {
-	for _, b := range cfg.Auth.Backends {
-		if b != "file" {
-			return false
-		}
-	}
-	return true
 }
 
 type heldJSON struct {

@@ -35,22 +35,19 @@ func shsGetUsage(t *testing.T, s *admServer, login string) shsUsage {
 }
 
 // shsTrip sends one message to 4 first-time recipients as u (the admin
-// tests' servers suspend at more than 3) and checks it was held.
-func shsTrip(t *testing.T, s *sluiceServer, u testUser) {
+// tests' servers suspend at more than 3), checks it was queued (to be
+// held) and returns its queue ID.
+func shsTrip(t *testing.T, s *sluiceServer, u testUser) string {
 	t.Helper()
-	c, err := opsDial(s.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := opsLogin(t, s.submission, false, u)
 	defer c.quit()
-	if code, text, err := c.auth(u.addr, u.password); err != nil || code != 235 {
-		t.Fatalf("AUTH as %s: %d %s %v", u.addr, code, text, err)
-	}
 	rcpts := []string{"s1@remote.test", "s2@remote.test", "s3@remote.test", "s4@remote.test"}
-	r, err := whSendMany(c, u.addr, rcpts, opsMessage(u.addr, rcpts[0], "shs"))
-	if _, ok := r.queued(); err != nil || !ok {
-		t.Fatalf("message to 4 new recipients: %v %v, want 250 (held)", r, err)
+	r, err := c.sendMany(u.addr, rcpts, opsMessage(u.addr, rcpts[0], "shs"))
+	id, ok := r.queued()
+	if err != nil || !ok {
+		t.Fatalf("message to 4 new recipients: %v %v, want 250 queued (held)", r, err)
 	}
+	return id
 }
 
 // shsTestAdminLift: DELETE .../suspension gives a suspended login of the

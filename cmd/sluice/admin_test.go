@@ -361,6 +361,13 @@ func admTestLogins(t *testing.T, s *admServer) {
 		t.Errorf("usage state of a disabled login: %+v", usage.State)
 	}
 	s.wantLog(t, `what="login updated"`, "disabled=true", `reason="unpaid invoice"`)
+	// An operator's reason that begins with "suspended" is not a
+	// suspension by the compromise rule.
+	s.call(t, 200, "PATCH", "/api/v1/logins/shop@adm.test", `{"reason":"suspended until the invoice is paid"}`)
+	s.call(t, 200, "GET", "/api/v1/logins/shop@adm.test/usage", "").json(t, &usage)
+	if !usage.State.Disabled || usage.State.Suspended || usage.State.Reason != "suspended until the invoice is paid" {
+		t.Errorf("usage state of a login an operator disabled with a reason that begins with \"suspended\": %+v", usage.State)
+	}
 	s.call(t, 200, "PATCH", "/api/v1/logins/shop@adm.test", `{"disabled":false}`).json(t, &u)
 	if u.Disabled || u.Reason != "" {
 		t.Errorf("enabled login: %+v", u)
@@ -514,19 +521,7 @@ func admTestSuppressions(t *testing.T, s *admServer) {
 // admTestSuspended: a login the compromise rule suspends reads suspended
 // in its usage, its message is held, and enabling it lets it in again.
 func admTestSuspended(t *testing.T, s *admServer) {
-	c, err := opsDial(s.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, text, err := c.auth(admBurst.addr, admBurst.password); err != nil || code != 235 {
-		t.Fatalf("AUTH: %d %s %v", code, text, err)
-	}
-	r, err := whSendMany(c, admBurst.addr, []string{"n1@remote.test", "n2@remote.test", "n3@remote.test", "n4@remote.test"}, opsMessage(admBurst.addr, "n1@remote.test", "burst"))
-	c.quit()
-	id, ok := r.queued()
-	if err != nil || !ok {
-		t.Fatalf("message to 4 new recipients: %v %v, want 250 queued (held)", r, err)
-	}
+	id := shsTrip(t, s.sluiceServer, admBurst)
 	var usage struct {
 		State struct {
 			Suspended, Disabled bool

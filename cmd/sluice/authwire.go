@@ -83,11 +83,6 @@ func (b fileThenOthers) Authenticate(ctx context.Context, username, password str
 	return b.f.Authenticate(ctx, username, password)
 }
 
-// fileBackendConfigured says whether `sluice user` may write logins.
-func fileBackendConfigured(cfg *Config) bool {
-	return userFileRole(cfg) == roleLogins
-}
-
 // What the user file is to the configured backends.
 const (
 	roleLogins = "logins" // "file" is a backend: logins with passwords
@@ -124,15 +119,24 @@ func readOnlyBackends(cfg *Config) error {
 		strings.Join(cfg.Auth.Backends, ", "), strings.Join(where, " and "))
 }
 
-// otherBackends says where else a login not in the user file may live,
-// for "no login" messages; "" when the file is the only backend.
-func otherBackends(cfg *Config) string {
+// nonFileBackends are the configured backends other than the user file.
+func nonFileBackends(cfg *Config) []string {
 	var others []string
 	for _, b := range cfg.Auth.Backends {
 		if b != "file" {
 			others = append(others, b)
 		}
 	}
+	return others
+}
+
+// backendNames lists nonFileBackends; "" when the file is the only backend.
+func backendNames(cfg *Config) string { return strings.Join(nonFileBackends(cfg), ", ") }
+
+// otherBackends says where else a login not in the user file may live,
+// for "no login" messages; "" when the file is the only backend.
+func otherBackends(cfg *Config) string {
+	others := nonFileBackends(cfg)
 	if len(others) == 0 {
 		return ""
 	}

@@ -53,37 +53,36 @@ type phpmailerResult struct {
 
 func runPHPMailer(t *testing.T, s *sluiceServer, secure, addr string, u testUser, from, to, subject, body string) (phpmailerResult, result) {
 	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	out, r := runPHPMailerScript(t, "phpmailer_send.php",
+		"SMTP_HOST="+host, "SMTP_PORT="+port, "SMTP_SECURE="+secure,
+		"SMTP_USER="+u.addr, "SMTP_PASS="+u.password,
+		"MAIL_FROM="+from, "MAIL_TO="+to, "MAIL_SUBJECT="+subject, "MAIL_BODY="+body)
+	return phpmailerResult{result: out["result"], transactionID: out["transaction_id"], dataReply: out["data_reply"], errorInfo: out["error"]}, r
+}
+
+// runPHPMailerScript runs testdata/script with php-cli and PHPMailer, env
+// added to the environment, and returns the key=value lines it printed;
+// one of them must be result=.
+func runPHPMailerScript(t *testing.T, script string, env ...string) (map[string]string, result) {
+	t.Helper()
 	php := requireTool(t, "php", "php-cli")
 	requireFile(t, filepath.Join(phpmailerDir, "src", "PHPMailer.php"), "libphp-phpmailer")
-	script, err := filepath.Abs(filepath.Join("testdata", "phpmailer_send.php"))
+	path, err := filepath.Abs(filepath.Join("testdata", script))
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := net.SplitHostPort(addr)
-	r := runCommand(t, "", cleanEnv(
-		"PHPMAILER_DIR="+phpmailerDir,
-		"SMTP_HOST="+host, "SMTP_PORT="+port, "SMTP_SECURE="+secure,
-		"SMTP_USER="+u.addr, "SMTP_PASS="+u.password,
-		"MAIL_FROM="+from, "MAIL_TO="+to, "MAIL_SUBJECT="+subject, "MAIL_BODY="+body,
-	), "", php, "-d", "display_errors=stderr", script)
-	var pr phpmailerResult
+	r := runCommand(t, "", cleanEnv(append([]string{"PHPMAILER_DIR=" + phpmailerDir}, env...)...), "", php, "-d", "display_errors=stderr", path)
+	out := map[string]string{}
 	for _, line := range strings.Split(r.stdout, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "result":
-			pr.result = v
-		case "transaction_id":
-			pr.transactionID = v
-		case "data_reply":
-			pr.dataReply = v
-		case "error":
-			pr.errorInfo = v
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[k] = v
 		}
 	}
-	if pr.result == "" {
-		t.Fatalf("phpmailer_send.php printed no result:\n%s", r)
+	if out["result"] == "" {
+		t.Fatalf("%s printed no result:\n%s", script, r)
 	}
-	return pr, r
+	return out, r
 }
 
 // TestPHPMailer: PHPMailer with SMTPSecure 'tls' (STARTTLS) and 'ssl'

@@ -2,17 +2,8 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"log"
-	"math/big"
-	"net"
 	"net/mail"
 	"slices"
 	"sync"
@@ -28,7 +19,6 @@ import (
 // records the messages it accepted and can stall one DATA.
 type dlvReceiver struct {
 	addr string
-	srv  *smtp.Server
 
 	mu        sync.Mutex
 	delivered []dlvMessage
@@ -45,20 +35,9 @@ type dlvMessage struct {
 
 func startDlvReceiver(t *testing.T) *dlvReceiver {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &dlvReceiver{addr: l.Addr().String(), stalled: make(chan struct{}), release: make(chan struct{})}
-	r.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &dlvSession{r: r}, nil }))
-	r.srv.Domain = "smarthost.delivery.test"
-	r.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{dlvSelfSigned(t, "smarthost.delivery.test")}}
-	r.srv.ErrorLog = log.New(io.Discard, "", 0)
-	go r.srv.Serve(l)
-	t.Cleanup(func() {
-		r.releaseStall()
-		r.srv.Close()
-	})
+	r := &dlvReceiver{stalled: make(chan struct{}), release: make(chan struct{})}
+	r.addr = startSMTPSink(t, "smarthost.delivery.test", func() smtp.Session { return &dlvSession{r: r} })
+	t.Cleanup(r.releaseStall) // before the sink closes
 	return r
 }
 
@@ -124,34 +103,6 @@ func (s *dlvSession) Data(rd io.Reader) error {
 	return nil
 }
 
-func dlvSelfSigned(t *testing.T, host string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// dlvWait polls cond every 10 ms for up to 20 s.
-func dlvWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestKill9DuringDelivery: sluice is killed with SIGKILL while the next hop
 // holds a delivery open in DATA (message sent, no reply yet). After a
 // restart the message is delivered: at least once, possibly twice, never
@@ -163,15 +114,7 @@ func TestKill9DuringDelivery(t *testing.T) {
 	rx.mu.Lock()
 	rx.stallNext = true
 	rx.mu.Unlock()
-	s := startServerWith(t, fmt.Sprintf(`
-[relay]
-mode = "smarthost"
-smarthost = %q
-smarthost_insecure_skip_verify = true
-retry_schedule = ["50ms"]
-connect_timeout = "5s"
-command_timeout = "60s"
-`, rx.addr), alice)
+	s := startServerWith(t, smarthostTOML(rx.addr, "50ms"), alice)
 
 	const subject = "kill -9 mid-delivery 6d2c"
 	r := swaks(t, s.submission, "--tls", "PLAIN", alice, alice.addr, "bob@remote.test", subject, "must arrive despite kill -9")
@@ -193,8 +136,13 @@ command_timeout = "60s"
 	rx.releaseStall() // the old connection is gone; its transaction never completed
 	s.restart()
 
-	dlvWait(t, "the message at the next hop after the restart", func() bool { return len(rx.withSubject(t, subject)) > 0 })
-	dlvWait(t, "an empty queue", func() bool { return len(spoolIDs(t, s.dataDir)) == 0 })
+	opsWait(t, 20*time.Second, "the message at the next hop after the restart", func() (bool, string) {
+		return len(rx.withSubject(t, subject)) > 0, "not delivered"
+	})
+	opsWait(t, 20*time.Second, "an empty queue", func() (bool, string) {
+		n := len(spoolIDs(t, s.dataDir))
+		return n == 0, fmt.Sprintf("%d messages spooled", n)
+	})
 	got := rx.withSubject(t, subject)
 	if len(got) > 2 {
 		t.Errorf("delivered %d times, want once (twice at worst)", len(got))

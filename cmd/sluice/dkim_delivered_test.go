@@ -2,11 +2,8 @@ package main
 
 import (
 	"bytes"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"log"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -66,30 +63,13 @@ type ddSink struct {
 
 func ddStartSink(t *testing.T) *ddSink {
 	t.Helper()
-	certPEM, keyPEM := opsCert(t, 4343)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := &ddSink{msgs: map[string][]byte{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &ddSession{k: k}, nil }))
-	srv.Domain = "mx.remote.test"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.addr = l.Addr().String()
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	k.addr = startSMTPSink(t, "mx.remote.test", func() smtp.Session { return &ddSession{k: k} })
 	return k
 }
 
 // relayTOML delivers everything to the sink, over STARTTLS.
-func (k *ddSink) relayTOML() string {
-	return fmt.Sprintf("\n[relay]\nmode = \"smarthost\"\nsmarthost = %q\nsmarthost_insecure_skip_verify = true\nretry_schedule = [\"1s\"]\n", k.addr)
-}
+func (k *ddSink) relayTOML() string { return smarthostTOML(k.addr, "1s") }
 
 // wait returns the message of queue ID id once it has arrived.
 func (k *ddSink) wait(t *testing.T, id string) []byte {

@@ -11,7 +11,6 @@ import (
 
 	"sluice/relay/spool"
 	"sluice/relay/webhook"
-	"sluice/screen"
 	"sluice/submit/userdb"
 )
 
@@ -38,23 +37,19 @@ func (o observer) Held(id, login, reason string) {
 //   - without Redis, logins the file does not hold (SQL, Dovecot), or
 //     cannot hold because it is read-only, go to data_dir/suspended.json.
 type suspender struct {
-	users  *userdb.File // nil: the user file holds no logins
-	store  suspensionStore
-	shared bool // store is Redis
-	out    *webhook.Outbox
-	log    *slog.Logger
+	users *userdb.File // nil: the user file holds no logins
+	store suspensionStore
+	out   *webhook.Outbox
+	log   *slog.Logger
+	// unrecorded holds, for logins nothing could record (every store
+	// failed), until when the platform was told, so that it is told once
+	// an hour at most.
+	unrecorded toldUntil
 }
 
-// suspendTold remembers, for logins nothing could record (every store
-// failed), when the platform was last told, so that it is told once an
-// hour at most.
-var suspendTold = struct {
-	mu sync.Mutex
-	at map[string]time.Time
-}{at: map[string]time.Time{}}
-
-func (s suspender) Suspend(ctx context.Context, login, reason string) error {
+func (s *suspender) Suspend(ctx context.Context, login, reason string) error {
 	login = strings.ToLower(login)
+	shared := sharedStore(s.store)
 	inFile, disabledBefore := false, false
 	if s.users != nil {
 		if u, err := s.users.Get(login); err == nil {
@@ -69,7 +64,7 @@ func (s suspender) Suspend(ctx context.Context, login, reason string) error {
 	}
 	var storeErr error
 	storeNew, inStore := false, false
-	if s.store != nil && (s.shared || !inFile || fileErr != nil) {
+	if shared || !inFile || fileErr != nil {
 		storeNew, storeErr = s.store.Record(ctx, login, reason)
 		inStore = storeErr == nil
 	}
@@ -80,30 +75,17 @@ func (s suspender) Suspend(ctx context.Context, login, reason string) error {
 		s.log.Error("screen: suspension store unavailable; the login is disabled in this instance's user file only", "login", login, "err", storeErr)
 	}
 	if !(fileNew || disabledBefore || inStore) {
-		err := errors.Join(fileErr, storeErr)
-		if err == nil {
-			err = errors.New("no suspension store")
-		}
 		// Nothing could record it: the platform must act, so it is
 		// told, but not on every message.
-		suspendTold.mu.Lock()
-		last, seen := suspendTold.at[login]
-		if seen && time.Since(last) < time.Hour {
-			suspendTold.mu.Unlock()
-			return err
+		if now := time.Now(); s.unrecorded.first(login, now, now.Add(time.Hour)) {
+			s.out.Emit(webhook.LoginSuspended, map[string]any{"login": login, "reason": reason, "disabled_in_sluice": false})
 		}
-		if len(suspendTold.at) > 100000 {
-			suspendTold.at = map[string]time.Time{}
-		}
-		suspendTold.at[login] = time.Now()
-		suspendTold.mu.Unlock()
-		s.out.Emit(webhook.LoginSuspended, map[string]any{"login": login, "reason": reason, "disabled_in_sluice": false})
-		return err
+		return errors.Join(fileErr, storeErr)
 	}
 	// Once per suspension: the shared store decides for every instance;
 	// otherwise the first write of the file or the local store.
 	tell := fileNew || storeNew
-	if s.shared && storeErr == nil {
+	if shared && inStore {
 		tell = storeNew
 	}
 	if tell {
@@ -129,24 +111,20 @@ type authSuspensions struct {
 
 func (a authSuspensions) Suspended(ctx context.Context, login string) (string, error) {
 	sus, liftedAt, err := a.store.State(ctx, login)
-	fileReason := ""
+	var u *userdb.User
 	if a.users != nil {
-		if u, gerr := a.users.Get(login); gerr == nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
-			fileReason = u.Reason
-		}
+		u, _ = a.users.Get(login)
 	}
 	switch {
-	case err != nil && fileReason != "":
-		return fileReason, nil
-	case err != nil:
-		return "", err
-	case sus != nil:
+	case err == nil && sus != nil:
 		return sus.Reason, nil
-	case fileReason != "" && !liftedAt.IsZero():
+	case err == nil && liftedElsewhere(u, sus, liftedAt):
 		a.enableInFile(login, liftedAt)
 		return "", nil
+	case ruleSuspended(u):
+		return u.Reason, nil
 	}
-	return fileReason, nil
+	return "", err
 }
 
 // enableInFile enables a login whose suspension was lifted elsewhere, so
@@ -154,13 +132,7 @@ func (a authSuspensions) Suspended(ctx context.Context, login string) (string, e
 // written (read-only) is logged; the store's lift lets the login in all
 // the same for as long as it is remembered (screen.SuspensionTTL).
 func (a authSuspensions) enableInFile(login string, liftedAt time.Time) {
-	err := a.users.Update(func(users map[string]*userdb.User) error {
-		if u := users[login]; u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) {
-			u.Disabled, u.Reason = false, ""
-		}
-		return nil
-	})
-	if err != nil {
+	if _, err := enableInFile(a.users, login, false); err != nil {
 		a.log.Warn("suspension lifted elsewhere; the user file still says suspended and could not be changed", "login", login, "lifted", liftedAt.UTC(), "err", err)
 		return
 	}
@@ -173,8 +145,7 @@ func (a authSuspensions) enableInFile(login string, liftedAt time.Time) {
 type quotaEvents struct {
 	out    *webhook.Outbox
 	window time.Duration // [quota] window; 0: one hour
-	mu     sync.Mutex
-	seen   map[string]time.Time // scope -> until when already told
+	told   toldUntil     // scope -> until when already told
 }
 
 func (q *quotaEvents) reached(login, scope string, limit int, nextFit time.Time) {
@@ -186,21 +157,36 @@ func (q *quotaEvents) reached(login, scope string, limit int, nextFit time.Time)
 	if window <= 0 {
 		window = time.Hour
 	}
-	q.mu.Lock()
-	if until, ok := q.seen[scope]; ok && now.Before(until) {
-		q.mu.Unlock()
-		return
-	}
-	if q.seen == nil || len(q.seen) > 100000 {
-		q.seen = map[string]time.Time{}
-	}
 	until := now.Add(window)
 	if nextFit.After(until) {
 		until = nextFit
 	}
-	q.seen[scope] = until
-	q.mu.Unlock()
-	q.out.Emit(webhook.QuotaReached, map[string]any{"login": login, "scope": scope, "limit": limit, "next_fit": nextFit.UTC()})
+	if q.told.first(scope, now, until) {
+		q.out.Emit(webhook.QuotaReached, map[string]any{"login": login, "scope": scope, "limit": limit, "next_fit": nextFit.UTC()})
+	}
+}
+
+// toldUntil remembers, per key, until when an event need not be told
+// again. It forgets everything past 100,000 keys, so that a flood of
+// logins cannot grow it without bound (at worst an event is told twice).
+type toldUntil struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+// first reports whether key is to be told now (it was not, or its period
+// is over) and if so records that it need not be until then.
+func (t *toldUntil) first(key string, now, then time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u, ok := t.until[key]; ok && now.Before(u) {
+		return false
+	}
+	if t.until == nil || len(t.until) > 100000 {
+		t.until = map[string]time.Time{}
+	}
+	t.until[key] = then
+	return true
 }
 
 // relayResults is the relay's OnResult: delivery metrics, and the

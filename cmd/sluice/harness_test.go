@@ -7,9 +7,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // sluiceBin is the binary built by TestMain.
@@ -533,16 +538,49 @@ func queueID(t testing.TB, output string) string {
 }
 
 // swaks runs swaks against addr; mode is "--tls" (STARTTLS) or "--tlsc"
-// (implicit TLS).
-func swaks(t testing.TB, addr, mode, mech string, u testUser, from, to, subject, body string) result {
+// (implicit TLS); to may list several recipients separated by commas, and
+// extra are further swaks options.
+func swaks(t testing.TB, addr, mode, mech string, u testUser, from, to, subject, body string, extra ...string) result {
 	t.Helper()
 	bin := requireTool(t, "swaks", "swaks")
-	return runCommand(t, "", cleanEnv(), "", bin,
+	return runCommand(t, "", cleanEnv(), "", bin, append([]string{
 		"--server", addr, mode,
 		"--helo", "client.sluice.test",
 		"--auth", mech, "--auth-user", u.addr, "--auth-password", u.password,
 		"--from", from, "--to", to,
-		"--header", "Subject: "+subject,
+		"--header", "Subject: " + subject,
 		"--body", body,
-		"--timeout", "20")
+		"--timeout", "20"}, extra...)...)
+}
+
+// startSMTPSink starts the next hop of a server in [relay] mode =
+// "smarthost" (smarthostTOML): a go-smtp server on a free loopback port
+// with STARTTLS (a smarthost must offer it; the certificate is opsCert's),
+// whose sessions newSession makes. It is closed when the test ends; the
+// caller's own cleanups, registered after this call, run before.
+func startSMTPSink(t testing.TB, domain string, newSession func() smtp.Session) (addr string) {
+	t.Helper()
+	certPEM, keyPEM := opsCert(t, 4242)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return newSession(), nil }))
+	srv.Domain = domain
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// smarthostTOML is a [relay] table that delivers everything to the sink at
+// addr over STARTTLS and retries a deferred message after retry.
+func smarthostTOML(addr, retry string) string {
+	return fmt.Sprintf("\n[relay]\nmode = \"smarthost\"\nsmarthost = %q\nsmarthost_insecure_skip_verify = true\nretry_schedule = [%q]\nconnect_timeout = \"5s\"\ncommand_timeout = \"30s\"\n", addr, retry)
 }

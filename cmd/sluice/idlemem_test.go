@@ -69,24 +69,19 @@ func TestIdleConnectionMemory(t *testing.T) {
 	idleRaiseNofile(t, n)
 
 	dir := t.TempDir()
-	bin := idleBuildBinary(t, dir)
 	cfgPath := filepath.Join(dir, "sluice.toml")
 	dataDir := filepath.Join(dir, "data")
-	plainAddr, tlsAddr := idleFreeAddr(t), idleFreeAddr(t)
+	plainAddr, tlsAddr := freeAddr(t), freeAddr(t)
 	cfg := fmt.Sprintf(idleConfig, dataDir, plainAddr, tlsAddr)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
-	add := exec.Command(bin, "user", "add", idleUser, "--password-stdin", "--config", cfgPath)
-	add.Dir = dir
-	add.Env = idleEnv()
-	add.Stdin = strings.NewReader(idlePassword + "\n")
-	if out, err := add.CombinedOutput(); err != nil {
-		t.Fatalf("sluice user add: %v\n%s", err, out)
+	if r := runCommand(t, dir, cleanEnv(), idlePassword+"\n", sluiceBin, "user", "add", idleUser, "--password-stdin", "--config", cfgPath); r.exit != 0 {
+		t.Fatalf("sluice user add:\n%s", r)
 	}
 
-	srv := idleStartServer(t, bin, dir, cfgPath, plainAddr, tlsAddr)
+	srv := idleStartServer(t, sluiceBin, dir, cfgPath, plainAddr, tlsAddr)
 
 	time.Sleep(time.Second)
 	base := idleProcStatus(t, srv.cmd.Process.Pid)
@@ -196,39 +191,14 @@ func idleRaiseNofile(t *testing.T, n int) {
 	t.Logf("RLIMIT_NOFILE %d (hard %d)", lim.Cur, lim.Max)
 }
 
-func idleBuildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go command not found to build sluice")
-	}
-	bin := filepath.Join(dir, "sluice")
-	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func idleFreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// idleEnv is the test's environment without SLUICE_* overrides, with
-// gctrace on so that the server reports its heap at every collection.
+// idleEnv is cleanEnv with gctrace on, so that the server reports its heap
+// at every collection.
 func idleEnv() []string {
 	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "SLUICE_") || strings.HasPrefix(kv, "GODEBUG=") {
-			continue
+	for _, kv := range cleanEnv() {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
 	return append(env, "GODEBUG=gctrace=1")
 }
@@ -267,24 +237,8 @@ func idleStartServer(t *testing.T, bin, dir, cfgPath string, addrs ...string) *i
 			t.Logf("server stderr (tail):\n%s", s.tail())
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for _, a := range addrs {
-		for {
-			select {
-			case <-s.done:
-				t.Fatalf("sluice serve exited: %v\n%s", s.cmd.ProcessState, s.tail())
-			default:
-			}
-			c, err := net.DialTimeout("tcp", a, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("sluice serve does not listen on %s: %v\n%s", a, err, s.tail())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+	if err := waitListening(s.done, addrs...); err != nil {
+		t.Fatalf("sluice serve: %v\n%s", err, s.tail())
 	}
 	return s
 }

@@ -16,7 +16,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -377,15 +376,22 @@ func (c *opsConn) auth(user, pass string) (int, string, error) {
 // send runs one transaction and returns the reply that ended it: the first
 // refusal, or the reply to the message.
 func (c *opsConn) send(from, to string, msg []byte) (opsReply, error) {
-	code, text, err := c.cmd("MAIL FROM:<%s>", from)
-	if err != nil || code != 250 {
+	return c.sendMany(from, []string{to}, msg)
+}
+
+// sendMany runs one transaction to several recipients and returns the
+// reply that ended it.
+func (c *opsConn) sendMany(from string, rcpts []string, msg []byte) (opsReply, error) {
+	if code, text, err := c.cmd("MAIL FROM:<%s>", from); err != nil || code != 250 {
 		return opsReply{"MAIL", code, text}, err
 	}
-	if code, text, err = c.cmd("RCPT TO:<%s>", to); err != nil || code != 250 {
-		c.cmd("RSET")
-		return opsReply{"RCPT", code, text}, err
+	for _, rc := range rcpts {
+		if code, text, err := c.cmd("RCPT TO:<%s>", rc); err != nil || code != 250 {
+			c.cmd("RSET")
+			return opsReply{"RCPT", code, text}, err
+		}
 	}
-	if code, text, err = c.cmd("DATA"); err != nil || code != 354 {
+	if code, text, err := c.cmd("DATA"); err != nil || code != 354 {
 		return opsReply{"DATA", code, text}, err
 	}
 	w := c.tp.DotWriter()
@@ -395,13 +401,28 @@ func (c *opsConn) send(from, to string, msg []byte) (opsReply, error) {
 	if err := w.Close(); err != nil {
 		return opsReply{stage: "message"}, err
 	}
-	code, text, err = c.tp.ReadResponse(0)
+	code, text, err := c.tp.ReadResponse(0)
 	return opsReply{"message", code, text}, err
 }
 
 func (c *opsConn) quit() {
 	c.cmd("QUIT")
 	c.conn.Close()
+}
+
+// opsLogin dials addr and logs in as u; anything but 235 fails the test.
+// The caller quits.
+func opsLogin(t testing.TB, addr string, implicit bool, u testUser) *opsConn {
+	t.Helper()
+	c, err := opsDial(addr, implicit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, text, err := c.auth(u.addr, u.password); err != nil || code != 235 {
+		c.quit()
+		t.Fatalf("AUTH as %s on %s: %d %s %v, want 235", u.addr, addr, code, text, err)
+	}
+	return c
 }
 
 // opsSendOne submits one message on a connection of its own.
@@ -516,24 +537,8 @@ var opsReceivedIDRe = regexp.MustCompile(`\(Sluice\) with [A-Z]+ id ([0-9A-HJKMN
 
 func opsStartSink(t testing.TB, open bool) *opsSink {
 	t.Helper()
-	certPEM, keyPEM := opsCert(t, 4242)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := &opsSink{open: open, byID: map[string]int{}, tagOf: map[string]string{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &opsSinkSession{k: k}, nil }))
-	srv.Domain = "sink.sluice.test"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.addr = l.Addr().String()
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	k.addr = startSMTPSink(t, "sink.sluice.test", func() smtp.Session { return &opsSinkSession{k: k} })
 	return k
 }
 
@@ -559,9 +564,7 @@ func (k *opsSink) snapshot() (byID map[string]int, tagOf map[string]string, noID
 
 // relayTOML is a [relay] table that delivers everything to the sink and
 // retries a deferred message after about a second.
-func (k *opsSink) relayTOML() string {
-	return fmt.Sprintf("\n[relay]\nmode = \"smarthost\"\nsmarthost = %q\nsmarthost_insecure_skip_verify = true\nretry_schedule = [\"1s\"]\nconnect_timeout = \"5s\"\ncommand_timeout = \"30s\"\n", k.addr)
-}
+func (k *opsSink) relayTOML() string { return smarthostTOML(k.addr, "1s") }
 
 type opsSinkSession struct{ k *opsSink }
 

@@ -26,18 +26,15 @@ import (
 // after the login; "" sends a message from `from` to the recipients.
 func paSwaks(t *testing.T, addr, mech, user, pass, from, quitAfter string, to ...string) result {
 	t.Helper()
-	bin := requireTool(t, "swaks", "swaks")
 	if len(to) == 0 {
 		to = []string{"rcpt@remote.test"}
 	}
-	args := []string{"--server", addr, "--tls", "--helo", "client.sluice.test",
-		"--auth", mech, "--auth-user", user, "--auth-password", pass,
-		"--from", from, "--to", strings.Join(to, ","),
-		"--header", "Subject: platform auth", "--body", "hello from the platform test", "--timeout", "20"}
+	var extra []string
 	if quitAfter != "" {
-		args = append(args, "--quit-after", quitAfter)
+		extra = []string{"--quit-after", quitAfter}
 	}
-	return runCommand(t, "", cleanEnv(), "", bin, args...)
+	return swaks(t, addr, "--tls", mech, testUser{addr: user, password: pass}, from, strings.Join(to, ","),
+		"platform auth", "hello from the platform test", extra...)
 }
 
 // paReplied asserts that swaks saw a reply with this code and enhanced

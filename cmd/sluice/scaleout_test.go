@@ -174,7 +174,7 @@ var shsShop = testUser{addr: "shop@scale.test", password: "shop-scale-pw-1", gra
 const shsContact = "abuse@relay.scale.test"
 
 // shsAuth logs in on addr and returns the reply.
-func shsAuth(t *testing.T, addr string, implicit bool, u testUser) (int, string) {
+func shsAuth(t testing.TB, addr string, implicit bool, u testUser) (int, string) {
 	t.Helper()
 	c, err := opsDial(addr, implicit)
 	if err != nil {
@@ -222,18 +222,12 @@ func TestScaleOutSharedSuspension(t *testing.T) {
 
 	// The password is stolen: a burst of strangers through A, and the
 	// session goes on sending (each message trips the rule again).
-	c, err := opsDial(a.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, text, err := c.auth(shsShop.addr, shsShop.password); err != nil || code != 235 {
-		t.Fatalf("AUTH on A: %d %s %v", code, text, err)
-	}
+	c := opsLogin(t, a.submission, false, shsShop)
 	for i, rcpts := range [][]string{
 		{"a1@list.test", "a2@list.test", "a3@list.test", "a4@list.test"},
 		{"a5@list.test", "a6@list.test"},
 	} {
-		r, err := whSendMany(c, shsShop.addr, rcpts, opsMessage(shsShop.addr, rcpts[0], fmt.Sprintf("burst%d", i)))
+		r, err := c.sendMany(shsShop.addr, rcpts, opsMessage(shsShop.addr, rcpts[0], fmt.Sprintf("burst%d", i)))
 		id, ok := r.queued()
 		if err != nil || !ok || !strings.HasPrefix(screenHold(t, a.dataDir, id), "compromise: ") {
 			t.Fatalf("burst message %d on A: %v %v, want 250 held by the compromise rule", i, r, err)

@@ -462,37 +462,14 @@ type screenPHPForm struct {
 // (cf7 or wpforms) does, with PHPMailer over STARTTLS.
 func runPHPMailerForm(t *testing.T, s *sluiceServer, u testUser, plugin, from, to, visitorName, visitorEmail, message string) screenPHPForm {
 	t.Helper()
-	php := requireTool(t, "php", "php-cli")
-	requireFile(t, filepath.Join(phpmailerDir, "src", "PHPMailer.php"), "libphp-phpmailer")
-	script, err := filepath.Abs(filepath.Join("testdata", "phpmailer_form.php"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	host, port, _ := net.SplitHostPort(s.submission)
-	r := runCommand(t, "", cleanEnv(
-		"PHPMAILER_DIR="+phpmailerDir,
+	out, r := runPHPMailerScript(t, "phpmailer_form.php",
 		"SMTP_HOST="+host, "SMTP_PORT="+port, "SMTP_USER="+u.addr, "SMTP_PASS="+u.password,
 		"FORM_PLUGIN="+plugin, "FORM_FROM="+from, "FORM_FROM_NAME=Example Bakery", "FORM_TO="+to,
 		"SITE_NAME=Example Bakery", "SITE_URL=https://example.test",
 		"VISITOR_NAME="+visitorName, "VISITOR_EMAIL="+visitorEmail,
-		"VISITOR_SUBJECT=Opening hours", "VISITOR_MESSAGE="+message,
-	), "", php, "-d", "display_errors=stderr", script)
-	pf := screenPHPForm{out: r}
-	for _, line := range strings.Split(r.stdout, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "result":
-			pf.result = v
-		case "data_reply":
-			pf.dataReply = v
-		case "error":
-			pf.errorInfo = v
-		}
-	}
-	if pf.result == "" {
-		t.Fatalf("phpmailer_form.php printed no result:\n%s", r)
-	}
-	return pf
+		"VISITOR_SUBJECT=Opening hours", "VISITOR_MESSAGE="+message)
+	return screenPHPForm{result: out["result"], dataReply: out["data_reply"], errorInfo: out["error"], out: r}
 }
 
 // TestScreenPHPMailerContactForms: Contact Form 7 and WPForms notifications

@@ -117,9 +117,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	srv.Observer = observer{met, out}
-	qe := &quotaEvents{out: out, seen: map[string]time.Time{}, window: cfg.Quota.Window.Duration}
+	qe := &quotaEvents{out: out, window: cfg.Quota.Window.Duration}
 	st.quota.OnReached = qe.reached
-	rt := &runtimeParts{st: st, users: users, suspend: suspender{users: fileLoginsOf(cfg, users), store: st.susp, shared: st.rdb != nil, out: out, log: log}, ring: ring, certs: certs, metrics: met, log: log}
+	rt := &runtimeParts{st: st, users: users, suspend: &suspender{users: fileLoginsOf(cfg, users), store: st.susp, out: out, log: log}, ring: ring, certs: certs, metrics: met, log: log}
 	rt.apply(cfg)
 	srv.Screen, srv.Precheck, srv.Signer = &rt.screen, &rt.precheck, rt
 

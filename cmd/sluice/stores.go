@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -27,32 +26,6 @@ type stores struct {
 	// susp records the compromise rule's suspensions: in Redis (every
 	// instance refuses the login), else in data_dir/suspended.json.
 	susp suspensionStore
-}
-
-// suspensionStore is what the wiring (suspender, authSuspensions), `sluice
-// user` and the admin API need of a suspension store
-// (screen.RedisSuspensions, screen.FileSuspensions).
-type suspensionStore interface {
-	Record(ctx context.Context, login, reason string) (new bool, err error)
-	State(ctx context.Context, login string) (sus *screen.Suspension, liftedAt time.Time, err error)
-	Lift(ctx context.Context, login string) (lifted bool, err error)
-}
-
-// suspensionsPath is the local suspension file of an instance without Redis.
-func suspensionsPath(cfg *Config) string { return filepath.Join(cfg.DataDir, "suspended.json") }
-
-// openSuspensions is the suspension store of cfg for the CLI: Redis when
-// redis_url is set (shared reports whether it is), the local file
-// otherwise. close releases it.
-func openSuspensions(cfg *Config) (store suspensionStore, shared bool, close func(), err error) {
-	if cfg.Quota.RedisURL == "" {
-		return screen.OpenFileSuspensions(suspensionsPath(cfg), 0), false, func() {}, nil
-	}
-	rdb, err := screen.NewRedisClient(cfg.Quota.RedisURL, cfg.Quota.Timeout.Duration)
-	if err != nil {
-		return nil, false, nil, err
-	}
-	return screen.NewRedisSuspensions(rdb, 0), true, func() { rdb.Close() }, nil
 }
 
 func (s *stores) Close() {
@@ -79,7 +52,6 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 		st.daily, st.history = daily, daily
 		st.guard = screen.NewRedisGuard(rdb, cfg.Auth.MaxFailuresPerLogin, cfg.Auth.MaxFailuresPerIP,
 			cfg.Auth.FailureWindow.Duration, cfg.Auth.Lockout.Duration)
-		st.susp = screen.NewRedisSuspensions(rdb, 0)
 		if err := rdb.Ping(context.Background()).Err(); err != nil {
 			// Not fatal: Sluice answers 451 4.3.0 (or accepts, by
 			// on_store_error) until Redis is back.
@@ -95,8 +67,8 @@ func openStores(cfg *Config, log *slog.Logger) (*stores, error) {
 			PerLogin: cfg.Auth.MaxFailuresPerLogin, PerIP: cfg.Auth.MaxFailuresPerIP,
 			Window: cfg.Auth.FailureWindow.Duration, Lockout: cfg.Auth.Lockout.Duration,
 		})
-		st.susp = screen.OpenFileSuspensions(suspensionsPath(cfg), 0)
 	}
+	st.susp = newSuspensions(cfg, st.rdb)
 	st.quota = screen.NewQuota(qs, quotaConfig(cfg), log)
 	return st, nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -14,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"sluice/screen"
 	"sluice/submit/userdb"
 )
 
@@ -29,19 +27,18 @@ const userUsage = `usage:
   sluice user delete ADDRESS`
 
 func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("%s", userUsage)
+	sc, err := newSubcommand("user", args, userUsage, "add", "set", "list", "show", "passwd", "disable", "enable", "delete")
+	if err != nil {
+		return err
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file (TOML)")
+	sub, fs := sc.name, sc.fs
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input")
 	quota := fs.String("quota", "", "recipients per hour for this login: N, 0 for unlimited, or \"default\"")
 	reason := fs.String("reason", "", "why the login is disabled")
 	var grants, revokes multiFlag
 	fs.Var(&grants, "grant", "address or @domain the login may send as")
 	fs.Var(&revokes, "revoke", "grant to remove")
-	pos, err := parseInterspersed(fs, args[1:])
+	pos, err := sc.parse(args)
 	if err != nil {
 		return err
 	}
@@ -49,7 +46,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := sc.config()
 	if err != nil {
 		return err
 	}
@@ -101,7 +98,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		pw, generated, err := obtainPassword(*pwStdin, stdin)
+		pw, hash, generated, err := newPassword(*pwStdin, stdin)
 		if err != nil {
 			return err
 		}
@@ -109,10 +106,6 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 			// The entry holds grants and quota; Dovecot checks the
 			// password, so the random one here is never used or shown.
 			generated = false
-		}
-		hash, err := userdb.HashPassword(pw)
-		if err != nil {
-			return err
 		}
 		err = db.Update(func(users map[string]*userdb.User) error {
 			if users[addr] != nil {
@@ -195,11 +188,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		pw, generated, err := obtainPassword(*pwStdin, stdin)
-		if err != nil {
-			return err
-		}
-		hash, err := userdb.HashPassword(pw)
+		pw, hash, generated, err := newPassword(*pwStdin, stdin)
 		if err != nil {
 			return err
 		}
@@ -241,7 +230,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "login %s %sd\n", addr, sub)
+		fmt.Fprintf(stdout, "login %s disabled\n", addr)
 		return nil
 	case "delete":
 		addr, err := needAddr()
@@ -302,6 +291,21 @@ func parseQuota(s string) (*int, error) {
 	return &n, nil
 }
 
+// The length a password may have, for `sluice user` and the admin API.
+const minPasswordLen, maxPasswordLen = 8, 1024
+
+// newPassword is the password of `user add` and `user passwd`
+// (obtainPassword) with its hash for the user file.
+func newPassword(fromStdin bool, stdin io.Reader) (pw, hash string, generated bool, err error) {
+	if pw, generated, err = obtainPassword(fromStdin, stdin); err != nil {
+		return "", "", false, err
+	}
+	if hash, err = userdb.HashPassword(pw); err != nil {
+		return "", "", false, err
+	}
+	return pw, hash, generated, nil
+}
+
 // obtainPassword reads one line from stdin, or generates a strong password
 // that the caller prints once.
 func obtainPassword(fromStdin bool, stdin io.Reader) (string, bool, error) {
@@ -322,24 +326,13 @@ func obtainPassword(fromStdin bool, stdin io.Reader) (string, bool, error) {
 		return "", false, usagef("--password-stdin: no password on standard input")
 	}
 	pw := strings.TrimRight(line, "\r\n")
-	if len(pw) < 8 {
-		return "", false, usagef("the password must be at least 8 characters")
+	if len(pw) < minPasswordLen {
+		return "", false, usagef("the password must be at least %d characters", minPasswordLen)
 	}
-	if len(pw) > 1024 {
-		return "", false, usagef("the password is longer than 1024 characters")
+	if len(pw) > maxPasswordLen {
+		return "", false, usagef("the password is longer than %d characters", maxPasswordLen)
 	}
 	return pw, false, nil
-}
-
-// backendNames lists the configured backends other than the user file.
-func backendNames(cfg *Config) string {
-	var others []string
-	for _, b := range cfg.Auth.Backends {
-		if b != "file" {
-			others = append(others, b)
-		}
-	}
-	return strings.Join(others, ", ")
 }
 
 // userShow prints a login of the user file, or, with other backends
@@ -356,7 +349,7 @@ func userShow(cfg *Config, db *userdb.File, addr string, stdout io.Writer) error
 			return err
 		}
 	}
-	store, _, closeStore, err := openSuspensions(cfg)
+	store, closeStore, err := openSuspensions(cfg)
 	if err != nil {
 		return err
 	}
@@ -365,7 +358,7 @@ func userShow(cfg *Config, db *userdb.File, addr string, stdout io.Writer) error
 	if u == nil && sus == nil && serr == nil {
 		return noSuspension(cfg, db, addr, "")
 	}
-	staleFile := u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix) && sus == nil && !liftedAt.IsZero()
+	staleFile := liftedElsewhere(u, sus, liftedAt)
 	if u != nil {
 		st := state(u)
 		switch {
@@ -418,15 +411,15 @@ func noSuspension(cfg *Config, db *userdb.File, addr, what string) error {
 // only lifts Sluice's suspension: a login disabled there stays disabled.
 // If the store cannot answer, nothing is changed.
 func userEnable(cfg *Config, db *userdb.File, addr string, stdout io.Writer) error {
-	inFile, disabled := false, false
+	inFile := false
 	if db != nil {
-		if u, err := db.Get(addr); err == nil {
-			inFile, disabled = true, u.Disabled
+		if _, err := db.Get(addr); err == nil {
+			inFile = true
 		} else if !errors.Is(err, userdb.ErrNotFound) {
 			return err
 		}
 	}
-	store, shared, closeStore, err := openSuspensions(cfg)
+	store, closeStore, err := openSuspensions(cfg)
 	if err != nil {
 		return err
 	}
@@ -438,10 +431,7 @@ func userEnable(cfg *Config, db *userdb.File, addr string, stdout io.Writer) err
 	if err != nil {
 		return fmt.Errorf("the suspension store did not answer, nothing was changed; try again: %v", err)
 	}
-	where := "in " + suspensionsPath(cfg)
-	if shared {
-		where = "on every instance (Redis)"
-	}
+	where := storeWhere(store)
 	if !inFile {
 		if !lifted {
 			return noSuspension(cfg, db, addr, " to lift")
@@ -450,17 +440,7 @@ func userEnable(cfg *Config, db *userdb.File, addr string, stdout io.Writer) err
 		fmt.Fprintf(stdout, "the %s backend is read-only for Sluice: enable only lifted Sluice's suspension; a login disabled there stays disabled\n", backendNames(cfg))
 		return nil
 	}
-	if disabled {
-		// Not written when there is nothing to change: a read-only user
-		// file (a Kubernetes Secret) does not stop the lift.
-		err = db.Update(func(users map[string]*userdb.User) error {
-			if u := users[addr]; u != nil {
-				u.Disabled, u.Reason = false, ""
-			}
-			return nil
-		})
-	}
-	if err != nil {
+	if _, err := enableInFile(db, addr, true); err != nil {
 		if lifted {
 			return fmt.Errorf("suspension lifted %s, but the user file was not changed: %w", where, err)
 		}

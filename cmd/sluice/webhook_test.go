@@ -11,12 +11,10 @@ package main
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -297,18 +295,12 @@ func TestWebhookEvents(t *testing.T) {
 
 	// Suspended: 4 first-time recipients against a threshold of 3, then
 	// 4 more in the same session; both messages are held.
-	c, err := opsDial(s.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, text, err := c.auth(whBurst.addr, whBurst.password); err != nil || code != 235 {
-		t.Fatalf("AUTH burst: %d %s %v", code, text, err)
-	}
+	c := opsLogin(t, s.submission, false, whBurst)
 	for i, batch := range [][]string{{"a1", "a2", "a3", "a4"}, {"b1", "b2", "b3", "b4"}} {
 		for j := range batch {
 			batch[j] += "@remote.test"
 		}
-		r, err := whSendMany(c, whBurst.addr, batch, opsMessage(whBurst.addr, batch[0], "burst"+opsLetters(i)))
+		r, err := c.sendMany(whBurst.addr, batch, opsMessage(whBurst.addr, batch[0], "burst"+opsLetters(i)))
 		id, ok := r.queued()
 		if err != nil || !ok {
 			t.Fatalf("burst message %d: %v %v, want 250 queued (held)", i+1, r, err)
@@ -527,7 +519,7 @@ func whSend(t testing.TB, s *sluiceServer, u testUser, from, to string, msg []by
 	if code, text, err := c.auth(u.addr, u.password); err != nil || code != 235 {
 		return opsReply{"AUTH", code, text}
 	}
-	r, err := whSendMany(c, from, []string{to}, msg)
+	r, err := c.send(from, to, msg)
 	if err != nil {
 		t.Fatalf("sending as %s: %v", u.addr, err)
 	}
@@ -537,42 +529,8 @@ func whSend(t testing.TB, s *sluiceServer, u testUser, from, to string, msg []by
 // whAuthCode is the reply code to AUTH PLAIN for u.
 func whAuthCode(t testing.TB, s *sluiceServer, u testUser) int {
 	t.Helper()
-	c, err := opsDial(s.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.quit()
-	code, _, err := c.auth(u.addr, u.password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	code, _ := shsAuth(t, s.submission, false, u)
 	return code
-}
-
-// whSendMany runs one transaction to several recipients on c and returns
-// the reply that ended it.
-func whSendMany(c *opsConn, from string, rcpts []string, msg []byte) (opsReply, error) {
-	if code, text, err := c.cmd("MAIL FROM:<%s>", from); err != nil || code != 250 {
-		return opsReply{"MAIL", code, text}, err
-	}
-	for _, rc := range rcpts {
-		if code, text, err := c.cmd("RCPT TO:<%s>", rc); err != nil || code != 250 {
-			c.cmd("RSET")
-			return opsReply{"RCPT", code, text}, err
-		}
-	}
-	if code, text, err := c.cmd("DATA"); err != nil || code != 354 {
-		return opsReply{"DATA", code, text}, err
-	}
-	w := c.tp.DotWriter()
-	if _, err := w.Write(msg); err != nil {
-		return opsReply{stage: "message"}, err
-	}
-	if err := w.Close(); err != nil {
-		return opsReply{stage: "message"}, err
-	}
-	code, text, err := c.tp.ReadResponse(0)
-	return opsReply{"message", code, text}, err
 }
 
 // whSink is the smarthost of the servers under test (here and in the
@@ -588,30 +546,13 @@ type whSink struct {
 
 func whStartSink(t testing.TB) *whSink {
 	t.Helper()
-	certPEM, keyPEM := opsCert(t, 9090)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := &whSink{byID: map[string]int{}, rcpt: map[string]int{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &whSinkSession{k: k}, nil }))
-	srv.Domain = "sink.wh.test"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.addr = l.Addr().String()
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	k.addr = startSMTPSink(t, "sink.wh.test", func() smtp.Session { return &whSinkSession{k: k} })
 	return k
 }
 
 // relayTOML delivers through the sink; a deferred message waits an hour.
-func (k *whSink) relayTOML() string {
-	return fmt.Sprintf("\n[relay]\nmode = \"smarthost\"\nsmarthost = %q\nsmarthost_insecure_skip_verify = true\nretry_schedule = [\"1h\"]\nconnect_timeout = \"5s\"\ncommand_timeout = \"30s\"\n", k.addr)
-}
+func (k *whSink) relayTOML() string { return smarthostTOML(k.addr, "1h") }
 
 func (k *whSink) delivered(id string) int {
 	k.mu.Lock()

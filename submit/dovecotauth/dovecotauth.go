@@ -110,7 +110,7 @@ func (c *Client) Authenticate(ctx context.Context, username, password string) (*
 	if _, err := fmt.Fprintf(conn, "VERSION\t1\t2\nCPID\t%d\n", os.Getpid()); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	mechs, err := Handshake(br)
+	mechs, err := readHandshake(br)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -132,7 +132,7 @@ func (c *Client) Authenticate(ctx context.Context, username, password string) (*
 	if err != nil {
 		return nil, fmt.Errorf("%w: waiting for the answer to AUTH: %v", ErrUnavailable, err)
 	}
-	r, err := ParseReply(line)
+	r, err := parseReply(line)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -183,10 +183,10 @@ func (c *Client) Authenticate(ctx context.Context, username, password string) (*
 	return l, nil
 }
 
-// Handshake reads the server's side of the handshake up to DONE and
+// readHandshake reads the server's side of the handshake up to DONE and
 // returns the mechanisms it offers (upper case). It needs a VERSION line
 // with major version 1 before DONE.
-func Handshake(br *bufio.Reader) (map[string]bool, error) {
+func readHandshake(br *bufio.Reader) (map[string]bool, error) {
 	mechs := map[string]bool{}
 	version := false
 	for {
@@ -224,15 +224,15 @@ func Handshake(br *bufio.Reader) (map[string]bool, error) {
 	}
 }
 
-// Reply is the server's answer to an AUTH request.
-type Reply struct {
+// authReply is the server's answer to an AUTH request.
+type authReply struct {
 	Result string // OK, FAIL or CONT
 	ID     uint64
 	Params map[string]string // unescaped; flags have ""
 }
 
-// ParseReply reads an OK, FAIL or CONT line.
-func ParseReply(line string) (*Reply, error) {
+// parseReply reads an OK, FAIL or CONT line.
+func parseReply(line string) (*authReply, error) {
 	f := strings.Split(line, "\t")
 	switch f[0] {
 	case "OK", "FAIL", "CONT":
@@ -246,7 +246,7 @@ func ParseReply(line string) (*Reply, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s answer with a malformed request id %.20q", f[0], f[1])
 	}
-	r := &Reply{Result: f[0], ID: id, Params: map[string]string{}}
+	r := &authReply{Result: f[0], ID: id, Params: map[string]string{}}
 	for _, p := range f[2:] {
 		if f[0] == "CONT" {
 			break // the challenge, not parameters

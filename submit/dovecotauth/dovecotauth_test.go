@@ -42,7 +42,7 @@ func TestHandshake(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			mechs, err := Handshake(bufio.NewReaderSize(strings.NewReader(c.in), 4096))
+			mechs, err := readHandshake(bufio.NewReaderSize(strings.NewReader(c.in), 4096))
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("error %v, want one containing %q", err, c.err)
@@ -79,7 +79,7 @@ func TestParseReply(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r, err := ParseReply(c.in)
+			r, err := parseReply(c.in)
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("error %v, want one containing %q", err, c.err)
@@ -307,11 +307,11 @@ func FuzzServerLines(f *testing.F) {
 	f.Add("VERSION\t1\nDONE\n", "FAIL\t1\ttemp")
 	f.Add("\x01\n\t\tDONE\n", "CONT\t\t")
 	f.Fuzz(func(t *testing.T, handshake, reply string) {
-		mechs, err := Handshake(bufio.NewReaderSize(strings.NewReader(handshake), 4096))
+		mechs, err := readHandshake(bufio.NewReaderSize(strings.NewReader(handshake), 4096))
 		if err == nil && !strings.Contains(handshake, "VERSION\t1\t") {
 			t.Fatalf("handshake without VERSION 1 accepted: %q -> %v", handshake, mechs)
 		}
-		if r, err := ParseReply(reply); err == nil && r.Result != "OK" && r.Result != "FAIL" && r.Result != "CONT" {
+		if r, err := parseReply(reply); err == nil && r.Result != "OK" && r.Result != "FAIL" && r.Result != "CONT" {
 			t.Fatalf("reply %q parsed as %q", reply, r.Result)
 		}
 		tabUnescape(reply)

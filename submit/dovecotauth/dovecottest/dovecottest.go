@@ -48,8 +48,8 @@ type Server struct {
 	done    chan struct{}
 }
 
-// Missing fails the test when CI=true and skips it otherwise.
-func Missing(t testing.TB, what, debianPackage string) {
+// missing fails the test when CI=true and skips it otherwise.
+func missing(t testing.TB, what, debianPackage string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s is not installed; on CI it must be: apt-get install %s", what, debianPackage)
@@ -112,7 +112,7 @@ func Start(t testing.TB, users ...User) *Server {
 	dovecot := lookPath("dovecot")
 	doveadm := lookPath("doveadm")
 	if dovecot == "" || doveadm == "" {
-		Missing(t, "Dovecot (dovecot, doveadm)", "dovecot-core")
+		missing(t, "Dovecot (dovecot, doveadm)", "dovecot-core")
 	}
 	dir, err := os.MkdirTemp("", "sluice-dovecot-")
 	if err != nil {
@@ -137,7 +137,7 @@ func Start(t testing.TB, users ...User) *Server {
 	} else {
 		for _, a := range []string{internal, login} {
 			if _, err := user.Lookup(a); err != nil {
-				Missing(t, "the "+a+" account", "dovecot-core")
+				missing(t, "the "+a+" account", "dovecot-core")
 			}
 		}
 	}

@@ -49,15 +49,15 @@ func tool(t testing.TB, name, debianPackage string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		Missing(t, name, debianPackage)
+		missing(t, name, debianPackage)
 	}
 	return p
 }
 
-// Schema is a hosting panel's mailbox tables, in SQL both databases read:
+// schema is a hosting panel's mailbox tables, in SQL both databases read:
 // mailbox (login, hash, active, hourly quota), sender_grant (further
 // addresses a mailbox may send as) and domain_admin (whole domains).
-const Schema = `
+const schema = `
 CREATE TABLE mailbox (
 	username VARCHAR(255) PRIMARY KEY,
 	password VARCHAR(255) NOT NULL,
@@ -76,7 +76,7 @@ CREATE TABLE domain_admin (
 // CreateSchema creates the panel tables.
 func (s *Server) CreateSchema() {
 	s.t.Helper()
-	for _, stmt := range strings.Split(Schema, ";") {
+	for _, stmt := range strings.Split(schema, ";") {
 		s.Exec(stmt)
 	}
 }

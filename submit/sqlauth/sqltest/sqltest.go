@@ -53,9 +53,9 @@ type Server struct {
 	db      *sql.DB
 }
 
-// Missing fails the test when CI=true (where the package must be
+// missing fails the test when CI=true (where the package must be
 // installed) and skips it otherwise.
-func Missing(t testing.TB, what, debianPackage string) {
+func missing(t testing.TB, what, debianPackage string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s is not installed; on CI it must be: apt-get install %s", what, debianPackage)
@@ -94,7 +94,7 @@ func workDir(t testing.TB, prefix string, accounts ...string) (string, *syscall.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	cred := RunAs(t, accounts...)
+	cred := runAs(t, accounts...)
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			t.Fatal(err)
@@ -103,9 +103,9 @@ func workDir(t testing.TB, prefix string, accounts ...string) (string, *syscall.
 	return dir, cred
 }
 
-// RunAs returns the credentials of the first existing account when the
+// runAs returns the credentials of the first existing account when the
 // test runs as root, nil (run as ourselves) otherwise.
-func RunAs(t testing.TB, accounts ...string) *syscall.Credential {
+func runAs(t testing.TB, accounts ...string) *syscall.Credential {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		return nil
@@ -154,7 +154,7 @@ func StartPostgres(t testing.TB) *Server {
 	t.Helper()
 	initdb := find([]string{"initdb"}, "/usr/lib/postgresql/*/bin")
 	if initdb == "" {
-		Missing(t, "PostgreSQL (initdb)", "postgresql")
+		missing(t, "PostgreSQL (initdb)", "postgresql")
 	}
 	bin := filepath.Dir(initdb)
 	postgres := filepath.Join(bin, "postgres")
@@ -193,7 +193,7 @@ func StartMariaDB(t testing.TB) *Server {
 	mariadbd := find([]string{"mariadbd", "mysqld"}, "/usr/sbin", "/usr/libexec")
 	install := find([]string{"mariadb-install-db", "mysql_install_db"})
 	if mariadbd == "" || install == "" {
-		Missing(t, "MariaDB (mariadbd, mariadb-install-db)", "mariadb-server")
+		missing(t, "MariaDB (mariadbd, mariadb-install-db)", "mariadb-server")
 	}
 	dir, cred := workDir(t, "sluice-mariadb-", "mysql")
 	data := filepath.Join(dir, "data")
@@ -309,9 +309,6 @@ func (s *Server) Log() string {
 	b, _ := os.ReadFile(s.logPath)
 	return string(b)
 }
-
-// DB is the test's own connection pool to the "panel" database.
-func (s *Server) DB() *sql.DB { return s.db }
 
 // Exec runs statements in the panel database and fails the test on error.
 func (s *Server) Exec(query string, args ...any) {
