@@ -62,17 +62,20 @@ func (s *session) Data(r io.Reader) error {
 		return s.refuse(id, len(msg), err, "header-sender")
 	}
 
+	// The DNS pre-check (cached answers) before the content screen: mail it
+	// refuses never reaches the screen's counters (repeats, volume, first-
+	// time recipients) nor an external scanner.
+	if s.srv.Precheck != nil {
+		if err := s.srv.Precheck.CheckSender(context.Background(), fromDomain, s.from); err != nil {
+			return s.refuse(id, len(msg), err, "precheck")
+		}
+	}
 	hold := ""
 	var screenHeaders []byte
 	if s.srv.Screen != nil {
 		hold, screenHeaders, err = s.srv.Screen.ScreenMessageHeaders(context.Background(), s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
 		if err != nil {
 			return s.refuse(id, len(msg), err, "screen")
-		}
-	}
-	if s.srv.Precheck != nil {
-		if err := s.srv.Precheck.CheckSender(context.Background(), fromDomain, s.from); err != nil {
-			return s.refuse(id, len(msg), err, "precheck")
 		}
 	}
 

@@ -144,13 +144,16 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Su
 		&screen.WebForm{Mode: sc.WebForm, Limit: sc.WebFormLimit, Store: st.hourly, Log: log},
 		screen.NewAttachments(sc.BlockedExtensions),
 		&screen.Links{DomainZones: sc.DomainBlocklists, IPZones: sc.IPBlocklists, Resolver: res, Budget: sc.BlocklistBudget.Duration, MaxLookups: 50, Log: log},
-		&screen.Compromise{NewRecipientsPerHour: sc.NewRecipientsHour, VolumeMultiple: sc.VolumeMultiple, MinVolume: sc.MinVolume,
-			History: st.history, Hourly: st.hourly, Daily: st.daily, Suspend: sus, Contact: abuseContact(cfg), Log: log},
 	}
 	if sc.Rspamd.URL != "" {
 		p.Rules = append(p.Rules, &screen.Rspamd{URL: sc.Rspamd.URL, Password: sc.Rspamd.Password, Budget: sc.Rspamd.Budget.Duration,
 			Fallback: sc.Rspamd.Fallback, AddHeader: sc.Rspamd.AddHeader, Log: log})
 	}
+	// Last: the compromise counters count only mail that every other rule
+	// let through, so a message refused or deferred (and sent again) is not
+	// counted as volume or first-time recipients.
+	p.Rules = append(p.Rules, &screen.Compromise{NewRecipientsPerHour: sc.NewRecipientsHour, VolumeMultiple: sc.VolumeMultiple, MinVolume: sc.MinVolume,
+		History: st.history, Hourly: st.hourly, Daily: st.daily, Suspend: sus, Contact: abuseContact(cfg), Log: log})
 	for who, o := range sc.Overrides {
 		p.Overrides[strings.ToLower(who)] = screen.ActionOverrides(o)
 	}

@@ -254,7 +254,7 @@ func (b *Backend) lookup(ctx context.Context, login, password string) (*submit.L
 		return nil, fmt.Errorf("%w: waiting to verify the password: %v", ErrUnavailable, ctx.Err())
 	}
 	if err != nil { // unknown login: cost the same time as a wrong password
-		userdb.CheckPassword(dummyHash, password)
+		userdb.CheckUnknown(password)
 		<-b.hashSlots
 		return nil, submit.ErrBadCredentials
 	}
@@ -297,8 +297,6 @@ func (b *Backend) extra(ctx context.Context, login string, rec *record, l *submi
 	}
 	return nil
 }
-
-var dummyHash, _ = userdb.HashPassword("sluice-timing-equaliser")
 
 // Grants returns the login's grants and quota from the database (for
 // logins Dovecot authenticates): from grants_query and quota_query, or
