@@ -140,7 +140,7 @@ func (s *session) authenticate(mech, user, pass string) error {
 		srv.logAuth(s, mech, user, "backend-error")
 		return errAuthBackend
 	}
-	if login.Disabled && !(srv.Suspensions != nil && suspendedByRule(login)) {
+	if login.Disabled && !(srv.Suspensions != nil && login.Suspended) {
 		srv.logAuth(s, mech, user, "disabled")
 		return errDisabled(login, srv.abuseContact())
 	}
@@ -164,14 +164,6 @@ func (s *session) authenticate(mech, user, pass string) error {
 	s.login = login
 	srv.logAuth(s, mech, user, "ok")
 	return nil
-}
-
-// suspendedByRule reports whether a disabled login's reason is the
-// compromise rule's ("suspended for suspected abuse: ..."; the prefix is
-// screen.SuspensionPrefix). Other reasons (an operator's, a panel's) are
-// refused here whatever the suspension store says.
-func suspendedByRule(l *Login) bool {
-	return strings.HasPrefix(l.DisabledReason, "suspended for suspected abuse")
 }
 
 // storeError logs and counts a failure of a store AUTH asks before it

@@ -20,6 +20,11 @@ type Login struct {
 	Disabled bool
 	// DisabledReason says why (e.g. "suspended for suspected abuse: ...").
 	DisabledReason string
+	// Suspended marks a Disabled login that the content screen's
+	// compromise rule suspended (not an operator or a panel). With a
+	// Suspensions store, AUTH lets that store judge it, since the
+	// suspension may have been lifted on another instance.
+	Suspended bool
 }
 
 // Authenticator checks a username and password. It is the small interface

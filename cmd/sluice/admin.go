@@ -361,7 +361,8 @@ func (c *loginChange) apply(u *userdb.User) error {
 		u.Quota = &q
 	}
 	if c.Disabled != nil {
-		u.Disabled = *c.Disabled
+		// The operator decides now: no longer the rule's suspension.
+		u.Disabled, u.Suspended = *c.Disabled, false
 		if !u.Disabled {
 			u.Reason = ""
 		}

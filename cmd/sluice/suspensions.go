@@ -66,7 +66,7 @@ func storeWhere(store suspensionStore) string {
 // file) for the compromise rule's suspension, not for an operator's or a
 // panel's reason.
 func ruleSuspended(u *userdb.User) bool {
-	return u != nil && u.Disabled && strings.HasPrefix(u.Reason, screen.SuspensionPrefix)
+	return u != nil && u.Disabled && u.Suspended
 }
 
 // liftedElsewhere reports whether the user file still holds a suspension
@@ -94,7 +94,7 @@ func enableInFile(db *userdb.File, login string, anyReason bool) (enabled bool, 
 	}
 	err = db.Update(func(users map[string]*userdb.User) error {
 		if u := users[login]; wanted(u) {
-			u.Disabled, u.Reason = false, ""
+			u.Disabled, u.Suspended, u.Reason = false, false, ""
 			enabled = true
 		}
 		return nil

@@ -224,7 +224,7 @@ func cmdUser(args []string, stdin io.Reader, stdout io.Writer) error {
 			if u == nil {
 				return noLogin(addr)
 			}
-			u.Disabled, u.Reason = true, *reason
+			u.Disabled, u.Suspended, u.Reason = true, false, *reason
 			return nil
 		})
 		if err != nil {

@@ -39,7 +39,9 @@ type GrantSource interface {
 // Sluice itself disabled or suspended a login (the user file does): such a
 // login is refused even when Dovecot accepts its password.
 type StateSource interface {
-	State(ctx context.Context, login string) (disabled bool, reason string, err error)
+	// State reports whether Sluice disabled login, why, and whether that
+	// is a suspension of the compromise rule.
+	State(ctx context.Context, login string) (disabled, suspended bool, reason string, err error)
 }
 
 // FileGrants is the user file as a GrantSource and StateSource: grants,
@@ -54,15 +56,15 @@ func (g fileGrants) Grants(ctx context.Context, login string) ([]string, *int, e
 	return g.f.Grants(ctx, login)
 }
 
-func (g fileGrants) State(_ context.Context, login string) (bool, string, error) {
+func (g fileGrants) State(_ context.Context, login string) (bool, bool, string, error) {
 	u, err := g.f.Get(login)
 	if errors.Is(err, userdb.ErrNotFound) {
-		return false, "", nil
+		return false, false, "", nil
 	}
 	if err != nil {
-		return false, "", err
+		return false, false, "", err
 	}
-	return u.Disabled, u.Reason, nil
+	return u.Disabled, u.Disabled && u.Suspended, u.Reason, nil
 }
 
 // Client talks to one Dovecot auth socket.
@@ -173,11 +175,11 @@ func (c *Client) Authenticate(ctx context.Context, username, password string) (*
 		}
 		l.Grants, l.Quota = g, q
 		if st, ok := c.Grants.(StateSource); ok {
-			disabled, reason, err := st.State(ctx, login)
+			disabled, suspended, reason, err := st.State(ctx, login)
 			if err != nil {
 				return nil, fmt.Errorf("%w: state of %s: %v", ErrUnavailable, login, err)
 			}
-			l.Disabled, l.DisabledReason = disabled, reason
+			l.Disabled, l.Suspended, l.DisabledReason = disabled, suspended, reason
 		}
 	}
 	return l, nil

@@ -226,7 +226,7 @@ func TestDovecot(t *testing.T) {
 	hash, _ := userdb.HashPassword("unused-password")
 	if err := users.Update(func(m map[string]*userdb.User) error {
 		m["alice@example.test"] = &userdb.User{Address: "alice@example.test", Hash: hash, Grants: []string{"@alias.test"}}
-		m["blf@example.test"] = &userdb.User{Address: "blf@example.test", Hash: hash, Disabled: true, Reason: "suspended for suspected abuse: test"}
+		m["blf@example.test"] = &userdb.User{Address: "blf@example.test", Hash: hash, Disabled: true, Suspended: true, Reason: "suspended for suspected abuse: test"}
 		return nil
 	}); err != nil {
 		t.Fatal(err)

@@ -25,13 +25,16 @@ import (
 
 // User is one login as stored in the file.
 type User struct {
-	Address  string    `json:"address"`
-	Hash     string    `json:"hash"`
-	Grants   []string  `json:"grants,omitempty"`
-	Quota    *int      `json:"quota,omitempty"`
-	Disabled bool      `json:"disabled,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Created  time.Time `json:"created"`
+	Address  string   `json:"address"`
+	Hash     string   `json:"hash"`
+	Grants   []string `json:"grants,omitempty"`
+	Quota    *int     `json:"quota,omitempty"`
+	Disabled bool     `json:"disabled,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+	// Suspended: Disabled by the content screen's compromise rule
+	// (Suspend), not by an operator; enabling clears both.
+	Suspended bool      `json:"suspended,omitempty"`
+	Created   time.Time `json:"created"`
 }
 
 type fileFormat struct {
@@ -177,7 +180,7 @@ func (f *File) Authenticate(ctx context.Context, username, password string) (*su
 }
 
 func (u *User) login() *submit.Login {
-	l := &submit.Login{Name: strings.ToLower(u.Address), Quota: u.Quota, Disabled: u.Disabled, DisabledReason: u.Reason}
+	l := &submit.Login{Name: strings.ToLower(u.Address), Quota: u.Quota, Disabled: u.Disabled, DisabledReason: u.Reason, Suspended: u.Disabled && u.Suspended}
 	for _, g := range u.Grants {
 		l.Grants = append(l.Grants, strings.ToLower(g))
 	}
@@ -295,7 +298,7 @@ func (f *File) Suspend(_ context.Context, login, reason string) error {
 		if u == nil {
 			return ErrNotFound
 		}
-		u.Disabled, u.Reason = true, reason
+		u.Disabled, u.Suspended, u.Reason = true, true, reason
 		return nil
 	})
 }
