@@ -27,7 +27,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"sluice/relay/spool"
@@ -344,14 +343,11 @@ func (k *Keyring) setState(domain, selector, state string) error {
 }
 
 func (k *Keyring) update(fn func([]*Key) ([]*Key, error)) error {
-	lock, err := os.OpenFile(filepath.Join(k.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := spool.Lock(k.indexPath())
 	if err != nil {
-		return fmt.Errorf("dkim: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("dkim: lock: %w", err)
 	}
+	defer unlock()
 	if err := k.Reload(); err != nil {
 		return err
 	}

@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"sluice/relay/spool"
@@ -31,14 +29,8 @@ type FileSuspensions struct {
 	ttl  time.Duration
 
 	mu      sync.Mutex
-	stamp   suspStamp
+	stamp   spool.Stamp
 	entries map[string]suspRecord
-}
-
-type suspStamp struct {
-	mod  time.Time
-	size int64
-	ino  uint64
 }
 
 type suspFile struct {
@@ -65,16 +57,13 @@ func (f *FileSuspensions) fail(what string, err error) error {
 func (f *FileSuspensions) refresh() error {
 	fi, err := os.Stat(f.path)
 	if errors.Is(err, os.ErrNotExist) {
-		f.entries, f.stamp = map[string]suspRecord{}, suspStamp{}
+		f.entries, f.stamp = map[string]suspRecord{}, spool.Stamp{}
 		return nil
 	}
 	if err != nil {
 		return f.fail("stat", err)
 	}
-	st := suspStamp{mod: fi.ModTime(), size: fi.Size()}
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		st.ino = sys.Ino
-	}
+	st := spool.StampOf(fi)
 	if f.entries != nil && st == f.stamp {
 		return nil
 	}
@@ -181,19 +170,11 @@ func (f *FileSuspensions) Lift(_ context.Context, login string) (bool, error) {
 // update changes the entries under the lock file (live ones only: expired
 // entries are dropped) and writes them back if anything changed.
 func (f *FileSuspensions) update(fn func(map[string]suspRecord)) error {
-	dir := filepath.Dir(f.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return f.fail("directory", err)
-	}
-	lock, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := spool.Lock(f.path)
 	if err != nil {
 		return f.fail("lock", err)
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return f.fail("lock", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.entries = nil // read it again: another process may have written

@@ -12,11 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"sluice/relay/spool"
@@ -59,14 +57,8 @@ type File struct {
 
 	mu      sync.RWMutex
 	users   map[string]*User
-	stamp   fileStamp
+	stamp   spool.Stamp
 	checked time.Time
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
-	ino  uint64
 }
 
 // Open reads the user file at path; a missing file is an empty user list.
@@ -81,20 +73,12 @@ func Open(path string) (*File, error) {
 // Path returns the file's path.
 func (f *File) Path() string { return f.path }
 
-func stampOf(fi os.FileInfo) fileStamp {
-	s := fileStamp{mod: fi.ModTime(), size: fi.Size()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s.ino = st.Ino
-	}
-	return s
-}
-
 func (f *File) reload() error {
 	fi, err := os.Stat(f.path)
 	if errors.Is(err, os.ErrNotExist) {
 		f.mu.Lock()
 		f.users = map[string]*User{}
-		f.stamp = fileStamp{}
+		f.stamp = spool.Stamp{}
 		f.mu.Unlock()
 		return nil
 	}
@@ -115,7 +99,7 @@ func (f *File) reload() error {
 	}
 	f.mu.Lock()
 	f.users = users
-	f.stamp = stampOf(fi)
+	f.stamp = spool.StampOf(fi)
 	f.mu.Unlock()
 	return nil
 }
@@ -135,7 +119,7 @@ func (f *File) refresh() error {
 	f.mu.Unlock()
 	fi, err := os.Stat(f.path)
 	if errors.Is(err, os.ErrNotExist) {
-		if stamp != (fileStamp{}) {
+		if stamp != (spool.Stamp{}) {
 			return f.reload()
 		}
 		return nil
@@ -143,7 +127,7 @@ func (f *File) refresh() error {
 	if err != nil {
 		return fmt.Errorf("userdb: %w", err)
 	}
-	if stampOf(fi) != stamp {
+	if spool.StampOf(fi) != stamp {
 		return f.reload()
 	}
 	return nil
@@ -225,18 +209,11 @@ func (f *File) List() ([]*User, error) {
 // logins, and writes the result back atomically (temporary file, fsync,
 // rename).
 func (f *File) Update(fn func(users map[string]*User) error) error {
-	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
-		return fmt.Errorf("userdb: %w", err)
-	}
-	lock, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := spool.Lock(f.path)
 	if err != nil {
-		return fmt.Errorf("userdb: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("userdb: lock: %w", err)
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 	if err := f.reload(); err != nil {
 		return err
 	}
