@@ -40,7 +40,12 @@ import (
 // Write side: each reply line go-smtp writes is matched against its own
 // reply texts (replyTable) and replaced by Sluice's; bad-command replies
 // (500-504) are counted against Limits.MaxCommandErrors; go-smtp's greeting
-// is dropped after STARTTLS, where the client speaks first.
+// is dropped after STARTTLS, where the client speaks first. Replies are
+// held until go-smtp next waits for input that has not arrived (RFC 2920:
+// the replies to a group of pipelined commands go out together, in one TLS
+// record and one write), until the connection closes, or until they pass
+// maxHeldReplies; a client that waits for each reply gets it at once,
+// since go-smtp reads right after it answers.
 type wireConn struct {
 	net.Conn // the TLS connection
 	tc       *tls.Conn
@@ -64,7 +69,13 @@ type wireConn struct {
 	greeting bool   // drop the next 220 line (go-smtp's greeting)
 	errs     int    // bad commands so far, plaintext part included
 	closing  bool   // a final reply went out; nothing more is written
+	held     []byte // replies written by go-smtp, not yet sent
+	werr     error  // the error of the write that sent held replies
 }
+
+// maxHeldReplies is how many bytes of replies wait for the client's next
+// pipelined command before they are sent anyway.
+const maxHeldReplies = 8 << 10
 
 func newWireConn(tc *tls.Conn, srv *Server, errs int, afterSTARTTLS bool) *wireConn {
 	return &wireConn{Conn: tc, tc: tc, srv: srv, errs: errs, greeting: afterSTARTTLS}
@@ -136,6 +147,9 @@ func (w *wireConn) Read(p []byte) (int, error) {
 				return n, nil
 			}
 			// A CR is the last byte: what follows it decides.
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
 			n, err := w.Conn.Read(p)
 			w.pending = append(w.pending, p[:n]...)
 			if err != nil {
@@ -146,6 +160,9 @@ func (w *wireConn) Read(p []byte) (int, error) {
 		if w.rerr != nil {
 			err := w.rerr
 			w.rerr = nil
+			return 0, err
+		}
+		if err := w.flush(); err != nil {
 			return 0, err
 		}
 		n, err := w.Conn.Read(p)
@@ -221,6 +238,9 @@ func (w *wireConn) Write(p []byte) (int, error) {
 	if w.closing {
 		return 0, net.ErrClosed
 	}
+	if w.werr != nil {
+		return 0, w.werr
+	}
 	data := p
 	if len(w.partial) > 0 {
 		data = append(w.partial, p...)
@@ -248,9 +268,10 @@ func (w *wireConn) Write(p []byte) (int, error) {
 	if out == nil {
 		out = data[:done]
 	}
+	w.held = append(w.held, out...)
 	var err error
-	if len(out) > 0 {
-		_, err = w.Conn.Write(out)
+	if w.closing || len(w.held) >= maxHeldReplies {
+		err = w.flushLocked()
 	}
 	if w.closing {
 		w.Conn.Close()
@@ -259,6 +280,36 @@ func (w *wireConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// flush sends the held replies: go-smtp is about to wait for the client.
+func (w *wireConn) flush() error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return w.flushLocked()
+}
+
+func (w *wireConn) flushLocked() error {
+	if w.werr != nil || len(w.held) == 0 {
+		return w.werr
+	}
+	_, w.werr = w.Conn.Write(w.held)
+	w.held = w.held[:0]
+	return w.werr
+}
+
+// Close sends the held replies (a 421 before go-smtp closes, say), then
+// closes. A flush already in progress (a client that does not read) is not
+// waited for.
+func (w *wireConn) Close() error {
+	if w.wmu.TryLock() {
+		if len(w.held) > 0 && w.werr == nil {
+			w.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			w.flushLocked()
+		}
+		w.wmu.Unlock()
+	}
+	return w.Conn.Close()
 }
 
 // translate returns what to send for one reply line, and whether it
@@ -300,7 +351,8 @@ func (w *wireConn) closeWith(e *smtp.SMTPError) {
 	if !w.closing {
 		w.closing = true
 		w.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		w.Conn.Write([]byte(formatReply(e)))
+		w.held = append(w.held, formatReply(e)...)
+		w.flushLocked()
 	}
 	w.wmu.Unlock()
 	w.Conn.Close()
