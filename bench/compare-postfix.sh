@@ -354,7 +354,7 @@ bench_run() { # NAME CONCURRENCY REUSE
 }
 
 for c in $CONCURRENCY; do bench_run "c$c-reuse$REUSE" "$c" "$REUSE"; done
-bench_run "c$REUSE1_CONCURRENCY-reuse1" "$REUSE1_CONCURRENCY" 1
+if [ "$REUSE1_CONCURRENCY" -gt 0 ]; then bench_run "c$REUSE1_CONCURRENCY-reuse1" "$REUSE1_CONCURRENCY" 1; fi
 
 MAILQ=$(postqueue -c "$PFCONF" -p 2>&1 | tail -1)
 sleep 0.5 # smtp-sink writes its count line as messages come

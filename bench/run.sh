@@ -181,7 +181,7 @@ bench_run() { # NAME CONCURRENCY REUSE
 }
 
 for c in $CONCURRENCY; do bench_run "c$c-reuse$REUSE" "$c" "$REUSE"; done
-bench_run "c$REUSE1_CONCURRENCY-reuse1" "$REUSE1_CONCURRENCY" 1
+if [ "$REUSE1_CONCURRENCY" -gt 0 ]; then bench_run "c$REUSE1_CONCURRENCY-reuse1" "$REUSE1_CONCURRENCY" 1; fi
 
 SPOOL_END=$(ls "$DATA/spool/queue" | wc -l)
 SPOOL_MSGS=$(queued)

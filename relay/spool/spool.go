@@ -88,13 +88,19 @@ type Spool struct {
 	// OnEnqueue, when set, is called with the ID of each message once it
 	// is durable (the relay schedules its first delivery attempt).
 	OnEnqueue func(id string)
+
+	// FreshLimit is how many bytes of messages queued with OnEnqueue set
+	// stay in memory until their first Read (DefaultFreshLimit; 0: none).
+	FreshLimit int
+	fresh      freshCache
 }
 
 // Open creates the spool directories under dir if needed and returns the
 // spool. Leftover temporary files from a crash are removed: they were never
 // acknowledged.
 func Open(dir string) (*Spool, error) {
-	s := &Spool{dir: dir, queueDir: filepath.Join(dir, "queue"), tmpDir: filepath.Join(dir, "tmp"), GroupCommit: true}
+	s := &Spool{dir: dir, queueDir: filepath.Join(dir, "queue"), tmpDir: filepath.Join(dir, "tmp"), GroupCommit: true,
+		FreshLimit: DefaultFreshLimit}
 	s.syncCond = sync.NewCond(&s.syncMu)
 	for _, d := range []string{dir, s.queueDir, s.tmpDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -185,6 +191,7 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 		return err
 	}
 	if s.OnEnqueue != nil {
+		s.fresh.put(env, parts, s.FreshLimit)
 		s.OnEnqueue(env.ID)
 	}
 	return nil
@@ -271,6 +278,9 @@ func (s *Spool) Open(id string) (*Envelope, io.ReadCloser, error) {
 
 // Read returns the envelope and the whole message.
 func (s *Spool) Read(id string) (*Envelope, []byte, error) {
+	if env, msg, ok, err := s.readFresh(id); ok {
+		return env, msg, err
+	}
 	env, rc, err := s.Open(id)
 	if err != nil {
 		return nil, nil, err
@@ -329,12 +339,26 @@ func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
-	err := os.Remove(filepath.Join(s.queueDir, id))
-	os.Remove(s.statePath(id))
-	if errors.Is(err, os.ErrNotExist) {
+	s.fresh.take(id)
+	// unlink(2) alone: os.Remove tries rmdir(2) too when unlink fails, and
+	// most messages never had a state file.
+	err := ignoringEINTR(func() error { return syscall.Unlink(filepath.Join(s.queueDir, id)) })
+	ignoringEINTR(func() error { return syscall.Unlink(s.statePath(id)) })
+	if errors.Is(err, syscall.ENOENT) {
 		return ErrNotFound
 	}
-	return err
+	if err != nil {
+		return &os.PathError{Op: "remove", Path: filepath.Join(s.queueDir, id), Err: err}
+	}
+	return nil
+}
+
+func ignoringEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }
 
 // Writable reports whether a file can be created and synced in the spool.
