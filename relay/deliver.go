@@ -259,6 +259,9 @@ func (r *Relay) transaction(c *conn, t target, env *spool.Envelope, rcpts []stri
 		}
 		opts.UTF8 = true
 	}
+	if ok, _ := c.Extension("PIPELINING"); ok && c.raw != nil {
+		return r.pipelinedTransaction(c, t, env, rcpts, msg, opts)
+	}
 	if err := c.Mail(env.From, opts); err != nil {
 		code, reply := replyOf(err)
 		setAll(code, reply)

@@ -1,12 +1,14 @@
 package relay
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"strconv"
 	"time"
 
@@ -21,6 +23,12 @@ type conn struct {
 	*smtp.Client
 	tls      bool // the session runs over TLS
 	verified bool // and the server's certificate verified for the host name
+
+	// For pipelinedTransaction: the connection go-smtp's client runs on,
+	// and the reader and writer of the transactions it sends itself.
+	raw net.Conn
+	rd  *textproto.Reader
+	bw  *bufio.Writer
 }
 
 // quit ends the session politely, waiting little for the reply, and
@@ -173,6 +181,7 @@ func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useT
 		}
 	}
 	out.Client = c
+	out.raw = nc
 	return out, nil
 }
 

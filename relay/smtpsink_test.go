@@ -132,11 +132,23 @@ func readSinkDumps(t testing.TB, dir string) []sinkDump {
 
 // Delivery to Postfix's smtp-sink, an independent SMTP implementation:
 // envelope, HELO name and the exact message text (dot-stuffed lines
-// included) arrive as sent.
+// included) arrive as sent, both when the sink offers PIPELINING (the
+// relay sends MAIL, RCPT and DATA as one group and writes the message
+// itself) and when it does not (smtp-sink -p: one command at a time,
+// through go-smtp's client).
 func TestDeliveryToPostfixSmtpSink(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{{"pipelining", nil}, {"no pipelining", []string{"-p"}}} {
+		t.Run(tc.name, func(t *testing.T) { deliverToSmtpSink(t, tc.flags...) })
+	}
+}
+
+func deliverToSmtpSink(t *testing.T, flags ...string) {
 	h := newHarness(t)
 	dumps := t.TempDir()
-	h.port = startSmtpSink(t, "127.0.0.5", dumps)
+	h.port = startSmtpSink(t, "127.0.0.5", dumps, flags...)
 	h.dns.Add(t, "sink.test. 300 IN MX 10 mx.sink.test.", "mx.sink.test. 300 IN A 127.0.0.5")
 	h.start(nil)
 
