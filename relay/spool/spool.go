@@ -1,8 +1,9 @@
 // Package spool is Sluice's durable message queue on local disk.
 //
-// A message is accepted only once it is on disk: Enqueue writes it to a
-// temporary file, fsyncs the file, renames it into the queue directory and
-// fsyncs that directory before it returns. Directory syncs are shared by all
+// A message is accepted only once it is on disk: Enqueue writes it to an
+// unnamed file in the queue directory (O_TMPFILE; where the file system
+// has none, a temporary file in tmp/), fsyncs it, names it queue/ID and
+// fsyncs the directory before it returns. Directory syncs are shared by all
 // messages renamed before the sync started (group commit), so fifty
 // concurrent submissions cost far fewer than fifty directory syncs, and no
 // caller is told its message is safe before a sync that covers it finished.
@@ -161,8 +162,7 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 	if err != nil {
 		return fmt.Errorf("spool: encode envelope: %w", err)
 	}
-	tmp := filepath.Join(s.tmpDir, env.ID)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, tmp, err := s.createFile(env.ID)
 	if err != nil {
 		return classify("create", err)
 	}
@@ -174,16 +174,23 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 	if err == nil && !s.GroupCommit {
 		err = f.Sync()
 	}
+	if err == nil && tmp == "" {
+		err = s.link(f, env.ID)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(tmp)
+		if tmp != "" {
+			os.Remove(tmp)
+		}
 		return classify("write", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.queueDir, env.ID)); err != nil {
-		os.Remove(tmp)
-		return classify("rename", err)
+	if tmp != "" {
+		if err := renameNoReplace(tmp, filepath.Join(s.queueDir, env.ID)); err != nil {
+			os.Remove(tmp)
+			return classify("rename", err)
+		}
 	}
 	if err := s.syncDir(); err != nil {
 		// Not acknowledged, so not to be delivered either.
