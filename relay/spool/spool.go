@@ -2,11 +2,13 @@
 //
 // A message is accepted only once it is on disk: Enqueue writes it to an
 // unnamed file in the queue directory (O_TMPFILE; where the file system
-// has none, a temporary file in tmp/), fsyncs it, names it queue/ID and
-// fsyncs the directory before it returns. Directory syncs are shared by all
-// messages renamed before the sync started (group commit), so fifty
-// concurrent submissions cost far fewer than fifty directory syncs, and no
-// caller is told its message is safe before a sync that covers it finished.
+// has none, a temporary file in tmp/), names it queue/ID, and returns once
+// a sync that started after the naming has finished. With GroupCommit (the
+// default) that sync is one syncfs(2) of the spool's file system shared by
+// every message named before it started, so fifty concurrent submissions
+// cost one flush, not fifty fsyncs of files and directories; without it,
+// each file is fsynced and directory syncs are shared the same way. No
+// caller is told its message is safe before a sync that covers it.
 //
 // Each queued message is one file, queue/ID: a first line "SLUICE-SPOOL 1",
 // the envelope as one line of JSON, then the message bytes exactly as they
