@@ -340,6 +340,7 @@ start_sink
 # or cleanup that exits during a run still counts.
 cpu_ticks() { tree_ticks "$MASTER_PID" "${OPENDKIM_PIDS[*]}" "$DOVECOT_PID" "$POSTFWD_PID"; }
 
+warm_up
 LOAD_BEFORE=$(loadavg)
 bench_run() { # NAME CONCURRENCY REUSE
   local json=$WORK/$1.json t0 t1 q drained total split

@@ -155,6 +155,7 @@ sink_count() {
 # cpu_ticks: user+system clock ticks of sluice serve (and what runs below it) so far.
 cpu_ticks() { tree_ticks "$SERVE_PID"; }
 
+warm_up
 LOAD_BEFORE=$(loadavg)
 bench_run() { # NAME CONCURRENCY REUSE
   local json=$WORK/$1.json t0 t1 q drained cpu sampler
