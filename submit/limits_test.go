@@ -108,7 +108,7 @@ func TestTLSBelow12Refused(t *testing.T) {
 	}
 }
 
-// A spool that cannot be written (its tmp directory is a file: works as
+// A spool that cannot be written (its queue directory is a file: works as
 // root too) gives 451 4.3.0 with no internal detail, never 250.
 func TestSpoolUnwritableIsTemporaryRefusal(t *testing.T) {
 	dir := t.TempDir()
@@ -116,10 +116,10 @@ func TestSpoolUnwritableIsTemporaryRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+	if err := os.RemoveAll(filepath.Join(dir, "queue")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tmp"), []byte("not a directory"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "queue"), []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := startGateway(t, func(s *submit.Server) { s.Spool = sp })

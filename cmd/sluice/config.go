@@ -133,6 +133,7 @@ type Config struct {
 	} `toml:"screen"`
 	Spool struct {
 		GroupCommit bool `toml:"group_commit"`
+		Journal     bool `toml:"journal"`
 	} `toml:"spool"`
 	Quota struct {
 		RedisURL        string                       `toml:"redis_url"`
@@ -193,6 +194,7 @@ func defaultConfig() *Config {
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Submission.ShutdownTimeout = Duration{30 * time.Second}
 	c.Spool.GroupCommit = true
+	c.Spool.Journal = true
 	c.DKIM.Precheck = true
 	c.Screen.Enabled = true
 	c.Screen.WebForm = "reject"

@@ -220,12 +220,21 @@ max_connections_per_ip = 100
 # machine.
 resolver = "127.0.0.1:9"
 
+[spool]
+# A file per message from the 250 on, so that the tests can read it at
+# once; the journal (the default) has tests of its own (withJournal).
+journal = false
+
 [auth]
 max_failures_per_login = 5
 max_failures_per_ip = 20
 failure_window = "15m"
 lockout = "15m"
 `
+
+// withJournal in front of the extra TOML of startServerWith turns the spool
+// journal back on.
+const withJournal = "\n# with the journal\n"
 
 // startServer writes a configuration with free loopback ports into a
 // temporary directory, adds the users with the CLI, starts "sluice serve"
@@ -252,6 +261,9 @@ func startServerWith(t testing.TB, extra string, users ...testUser) *sluiceServe
 	for attempt := 1; ; attempt++ {
 		s.submission, s.tlsAddr = freeAddr(t), freeAddr(t)
 		cfg := fmt.Sprintf(configTemplate, s.dataDir, s.submission, s.tlsAddr) + extra
+		if strings.HasPrefix(extra, withJournal) {
+			cfg = strings.Replace(cfg, "journal = false", "journal = true", 1)
+		}
 		if err := os.WriteFile(s.configPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

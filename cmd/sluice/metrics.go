@@ -66,8 +66,8 @@ func newMetrics(sp *spool.Spool, q *screen.Quota, g guardErrors) *metrics {
 		func() float64 { return float64(g.GuardStoreErrors()) }))
 	queueDir := filepath.Join(sp.Dir(), "queue")
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_spool_messages",
-		Help: "Messages in the spool (queued, deferred or held)."},
-		func() float64 { n, _ := spoolStats(queueDir); return float64(n) }))
+		Help: "Messages in the spool (queued, deferred or held; with the journal, also those in their first delivery attempt)."},
+		func() float64 { n, _ := spoolStats(queueDir); return float64(n + sp.JournalLen()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_spool_oldest_age_seconds",
 		Help: "Age of the oldest message in the spool; 0 when it is empty."},
 		func() float64 {

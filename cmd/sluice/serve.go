@@ -59,6 +59,19 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	sp.GroupCommit = cfg.Spool.GroupCommit
+	if cfg.Spool.Journal {
+		switch err := sp.StartJournal(spool.DefaultFreshLimit); {
+		case errors.Is(err, spool.ErrJournalLocked):
+			return fmt.Errorf("%w: is another sluice serve running with data_dir %s?", err, cfg.DataDir)
+		case err != nil:
+			return err
+		}
+		defer func() {
+			if err := sp.StopJournal(); err != nil {
+				log.Error("spool: journaled messages not moved to the queue; they are recovered at the next start", "err", err)
+			}
+		}()
+	}
 	users, err := userdb.Open(cfg.usersFile())
 	if err != nil {
 		return err

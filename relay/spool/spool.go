@@ -31,6 +31,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -96,6 +97,8 @@ type Spool struct {
 	// stay in memory until their first Read (DefaultFreshLimit; 0: none).
 	FreshLimit int
 	fresh      freshCache
+
+	journal atomic.Pointer[journal] // StartJournal; nil: every message is a file at once
 }
 
 // Open creates the spool directories under dir if needed and returns the
@@ -164,20 +167,46 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 	if err != nil {
 		return fmt.Errorf("spool: encode envelope: %w", err)
 	}
-	f, tmp, err := s.createFile(env.ID)
-	if err != nil {
-		return classify("create", err)
+	if j := s.journal.Load(); j != nil && s.OnEnqueue != nil && env.Hold == "" {
+		if taken, err := j.add(env, head, parts); taken {
+			if err != nil {
+				return err
+			}
+			s.OnEnqueue(env.ID)
+			return nil
+		}
 	}
 	bufs := make([][]byte, 0, len(parts)+3)
 	bufs = append(bufs, []byte(magic), head, []byte{'\n'})
 	bufs = append(bufs, parts...)
-	nb := net2Buffers(bufs)
-	_, err = nb.WriteTo(f)
+	if err := s.writeFile(env.ID, bufs); err != nil {
+		return err
+	}
+	if err := s.syncDir(); err != nil {
+		// Not acknowledged, so not to be delivered either.
+		os.Remove(filepath.Join(s.queueDir, env.ID))
+		return err
+	}
+	if s.OnEnqueue != nil {
+		s.fresh.put(env, parts, s.FreshLimit)
+		s.OnEnqueue(env.ID)
+	}
+	return nil
+}
+
+// writeFile creates queue/ID holding bufs, one after the other. With
+// GroupCommit it is not yet durable: syncDir makes it so.
+func (s *Spool) writeFile(id string, bufs [][]byte) error {
+	f, tmp, err := s.createFile(id)
+	if err != nil {
+		return classify("create", err)
+	}
+	_, err = net2Buffers(bufs).WriteTo(f)
 	if err == nil && !s.GroupCommit {
 		err = f.Sync()
 	}
 	if err == nil && tmp == "" {
-		err = s.link(f, env.ID)
+		err = s.link(f, id)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -189,19 +218,10 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 		return classify("write", err)
 	}
 	if tmp != "" {
-		if err := renameNoReplace(tmp, filepath.Join(s.queueDir, env.ID)); err != nil {
+		if err := renameNoReplace(tmp, filepath.Join(s.queueDir, id)); err != nil {
 			os.Remove(tmp)
 			return classify("rename", err)
 		}
-	}
-	if err := s.syncDir(); err != nil {
-		// Not acknowledged, so not to be delivered either.
-		os.Remove(filepath.Join(s.queueDir, env.ID))
-		return err
-	}
-	if s.OnEnqueue != nil {
-		s.fresh.put(env, parts, s.FreshLimit)
-		s.OnEnqueue(env.ID)
 	}
 	return nil
 }
@@ -266,6 +286,9 @@ func (s *Spool) Open(id string) (*Envelope, io.ReadCloser, error) {
 	if !validID(id) {
 		return nil, nil, ErrNotFound
 	}
+	if env, msg, ok := s.journaled(id); ok {
+		return env, readerOf{bytes.NewReader(msg)}, nil
+	}
 	f, err := os.Open(filepath.Join(s.queueDir, id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, ErrNotFound
@@ -287,6 +310,9 @@ func (s *Spool) Open(id string) (*Envelope, io.ReadCloser, error) {
 
 // Read returns the envelope and the whole message.
 func (s *Spool) Read(id string) (*Envelope, []byte, error) {
+	if env, msg, ok := s.journaled(id); ok {
+		return env, msg, nil
+	}
 	if env, msg, ok, err := s.readFresh(id); ok {
 		return env, msg, err
 	}
@@ -347,6 +373,9 @@ func (s *Spool) List() ([]string, error) {
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return ErrNotFound
+	}
+	if j := s.journal.Load(); j != nil && j.remove(id) {
+		return nil
 	}
 	s.fresh.take(id)
 	// unlink(2) alone: os.Remove tries rmdir(2) too when unlink fails, and

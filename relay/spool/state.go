@@ -96,6 +96,12 @@ func (s *Spool) SaveState(id string, st *State) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
+	if j := s.journal.Load(); j != nil {
+		// Still pending after an attempt: from now on a file like any other.
+		if _, err := j.toFile(id); err != nil {
+			return err
+		}
+	}
 	data, err := json.Marshal(st)
 	if err != nil {
 		return err

@@ -1,0 +1,277 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// crash stops the journal as a killed process would: files closed, the
+// lock released, nothing moved to queue files and no done record written
+// that was not written already.
+func (j *journal) crash() {
+	close(j.stop)
+	j.wg.Wait()
+	j.mu.Lock()
+	for _, sg := range j.segs {
+		sg.f.Close()
+	}
+	j.err = errJournalStopped
+	j.mu.Unlock()
+	j.lock.Close()
+	j.s.journal.Store(nil)
+}
+
+func openJournaled(t *testing.T, dir string, segSize int64) *Spool {
+	t.Helper()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.startJournal(DefaultFreshLimit, segSize); err != nil {
+		t.Fatal(err)
+	}
+	s.OnEnqueue = func(string) {}
+	return s
+}
+
+func enqueueN(t *testing.T, s *Spool, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := 0; i < n; i++ {
+		env := &Envelope{ID: NewID(), Login: "a@example.test", From: "a@example.test", To: []string{fmt.Sprintf("r%d@remote.test", i)},
+			Received: time.Now().UTC()}
+		if err := s.Enqueue(env, []byte("Received: x\r\n"), []byte(fmt.Sprintf("Subject: %d\r\n\r\nbody %d\r\n", i, i))); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, env.ID)
+	}
+	return ids
+}
+
+func sorted(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
+}
+
+func queueFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	ids, err := (&Spool{queueDir: filepath.Join(dir, "queue")}).List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// A journaled message is read from memory and is no file; once delivered
+// (Remove) it is gone; StopJournal leaves the rest as queue files that
+// read back the same.
+func TestJournalReadRemoveStop(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, DefaultSegmentSize)
+	ids := enqueueN(t, s, 3)
+	if n := len(queueFiles(t, dir)); n != 0 {
+		t.Fatalf("%d queue files, want none: journaled messages are not files", n)
+	}
+	if n := s.JournalLen(); n != 3 {
+		t.Fatalf("JournalLen %d, want 3", n)
+	}
+	env, msg, err := s.Read(ids[1])
+	if err != nil || string(msg) != "Received: x\r\nSubject: 1\r\n\r\nbody 1\r\n" || env.To[0] != "r1@remote.test" || env.Size != len(msg) {
+		t.Fatalf("Read: %+v %q %v", env, msg, err)
+	}
+	if _, rc, err := s.Open(ids[2]); err != nil {
+		t.Fatalf("Open of a journaled message: %v", err)
+	} else {
+		rc.Close()
+	}
+	if err := s.Remove(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Read(ids[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Read after Remove: %v, want ErrNotFound", err)
+	}
+	if err := s.StopJournal(); err != nil {
+		t.Fatal(err)
+	}
+	if got := queueFiles(t, dir); !slices.Equal(got, sorted(ids[1:])) {
+		t.Fatalf("queue files after StopJournal %v, want %v", got, ids[1:])
+	}
+	if wal, _ := filepath.Glob(filepath.Join(dir, "journal", "*.wal")); len(wal) != 0 {
+		t.Fatalf("segments left after StopJournal: %v", wal)
+	}
+	disk, _ := Open(dir)
+	_, msg2, err := disk.Read(ids[1])
+	if err != nil || string(msg2) != string(msg) {
+		t.Fatalf("queue file of a journaled message: %q %v, want %q", msg2, err, msg)
+	}
+}
+
+// After a crash, every acknowledged message without a done record is
+// queued again, once; delivered ones are not.
+func TestJournalRecoveryAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, DefaultSegmentSize)
+	ids := enqueueN(t, s, 5)
+	s.Remove(ids[0])
+	s.Remove(ids[3])
+	enqueueN(t, s, 0)
+	// The done records go out with the next batch or tick.
+	time.Sleep(2 * journalTick)
+	s.journal.Load().crash()
+
+	s2 := openJournaled(t, dir, DefaultSegmentSize)
+	defer s2.StopJournal()
+	want := []string{ids[1], ids[2], ids[4]}
+	if got := queueFiles(t, dir); !slices.Equal(got, sorted(want)) {
+		t.Fatalf("queue after recovery %v, want %v", got, want)
+	}
+	for i, id := range want {
+		_, msg, err := s2.Read(id)
+		n := []int{1, 2, 4}[i]
+		if err != nil || string(msg) != fmt.Sprintf("Received: x\r\nSubject: %d\r\n\r\nbody %d\r\n", n, n) {
+			t.Fatalf("recovered %s: %q %v", id, msg, err)
+		}
+	}
+	if wal, _ := filepath.Glob(filepath.Join(dir, "journal", "*.wal")); len(wal) != 1 {
+		t.Fatalf("segments after recovery: %v, want only the new one", wal)
+	}
+}
+
+// A record cut short by the crash (never acknowledged) is not recovered,
+// and does not hide the ones before it.
+func TestJournalTornTailIgnored(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, DefaultSegmentSize)
+	ids := enqueueN(t, s, 2)
+	seg := s.journal.Load().cur.f.Name()
+	s.journal.Load().crash()
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A third record, half written.
+	third := append([]byte(nil), data[:len(data)/2]...)
+	if err := os.WriteFile(seg, append(data, third[:len(third)/2]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openJournaled(t, dir, DefaultSegmentSize)
+	defer s2.StopJournal()
+	if got := queueFiles(t, dir); !slices.Equal(got, sorted(ids)) {
+		t.Fatalf("queue after recovery %v, want %v", got, ids)
+	}
+}
+
+// A message still pending after its first attempt becomes a queue file
+// when its state is saved.
+func TestJournalSaveStateMakesFile(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, DefaultSegmentSize)
+	defer s.StopJournal()
+	ids := enqueueN(t, s, 1)
+	env, _, _ := s.Read(ids[0])
+	st, _ := s.LoadState(ids[0], env)
+	st.Attempts = 1
+	if err := s.SaveState(ids[0], st); err != nil {
+		t.Fatal(err)
+	}
+	if got := queueFiles(t, dir); !slices.Equal(got, ids) {
+		t.Fatalf("queue files %v, want %v", got, ids)
+	}
+	if s.JournalLen() != 0 {
+		t.Fatalf("still journaled after SaveState")
+	}
+	if got, _ := s.LoadState(ids[0], env); got.Attempts != 1 {
+		t.Fatalf("state attempts %d, want 1", got.Attempts)
+	}
+	if err := s.Remove(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := queueFiles(t, dir); len(got) != 0 {
+		t.Fatalf("queue files after Remove %v", got)
+	}
+}
+
+// Segments roll over at their size and are removed, oldest first, once
+// nothing in them is pending; many concurrent messages are all durable and
+// distinct.
+func TestJournalSegmentsAndConcurrency(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, 4096)
+	const n = 200
+	var wg sync.WaitGroup
+	ids := make([]string, n)
+	for wave := 0; wave < 10; wave++ { // a segment holds a whole batch: waves of 20
+		for i := wave * n / 10; i < (wave+1)*n/10; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				env := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}
+				ids[i] = env.ID
+				if err := s.Enqueue(env, []byte(fmt.Sprintf("Subject: %d\r\n\r\n%0200d\r\n", i, i))); err != nil {
+					t.Error(err)
+				}
+			}(i)
+		}
+		wg.Wait()
+	}
+	if s.JournalLen() != n {
+		t.Fatalf("JournalLen %d, want %d", s.JournalLen(), n)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "journal", "*.wal"))
+	if len(segs) < 5 {
+		t.Fatalf("%d segments for %d messages of 250 bytes at 4096 bytes each", len(segs), n)
+	}
+	for _, id := range ids[:n/2] {
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * journalTick)
+	s.journal.Load().crash()
+	s2 := openJournaled(t, dir, 4096)
+	defer s2.StopJournal()
+	want := slices.Clone(ids[n/2:])
+	slices.Sort(want)
+	if got := queueFiles(t, dir); !slices.Equal(got, want) {
+		t.Fatalf("recovered %d messages, want the %d not removed", len(got), len(want))
+	}
+}
+
+// All removed: the old segments go.
+func TestJournalRemovesDoneSegments(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, 1024)
+	defer s.StopJournal()
+	for _, id := range enqueueN(t, s, 40) {
+		s.Remove(id)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		segs, _ := filepath.Glob(filepath.Join(dir, "journal", "*.wal"))
+		if len(segs) <= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d segments left with nothing pending", len(segs))
+		}
+		time.Sleep(journalTick)
+	}
+}
+
+// One serving process per spool.
+func TestJournalLock(t *testing.T) {
+	dir := t.TempDir()
+	s := openJournaled(t, dir, DefaultSegmentSize)
+	defer s.StopJournal()
+	other, _ := Open(dir)
+	if err := other.StartJournal(DefaultFreshLimit); !errors.Is(err, ErrJournalLocked) {
+		t.Fatalf("second StartJournal: %v, want ErrJournalLocked", err)
+	}
+}
