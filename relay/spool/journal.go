@@ -148,9 +148,14 @@ func (s *Spool) StopJournal() error {
 	}
 	close(j.stop)
 	j.wg.Wait()
+	j.mu.Lock()
+	for j.writing {
+		j.cond.Wait()
+	}
+	j.err = errJournalStopped // takes nothing more
+	j.mu.Unlock()
 	err := j.moveAll()
 	j.mu.Lock()
-	j.err = errJournalStopped
 	segs := j.segs
 	j.segs, j.cur = nil, nil
 	j.mu.Unlock()
