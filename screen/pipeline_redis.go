@@ -8,59 +8,56 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// scriptCall is one script to run in a pipeline.
+// scriptCall is one call of quotaScript, to run in a batch.
 type scriptCall struct {
-	script *redis.Script
-	keys   []string
-	args   []any
+	keys []string
+	args []any
 }
 
-// runPipelined runs calls in one round trip, as one transaction
-// (MULTI/EXEC: no other client's command runs between them; all keys carry
-// one hash tag, so this holds in a Cluster too). A Redis that lost its
-// script cache (after a restart) answers NOSCRIPT to each call whose
-// script it does not hold, and runs the others all the same: only those
-// calls go once more, with the script bodies, so that nothing counts
-// twice.
-func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall) ([]*redis.Cmd, error) {
-	cmds := make([]*redis.Cmd, len(calls))
-	send := func(idx []int, full bool) error {
-		_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			for _, i := range idx {
-				c := calls[i]
-				if full {
-					cmds[i] = c.script.Eval(ctx, p, c.keys, c.args...)
-				} else {
-					cmds[i] = c.script.EvalSha(ctx, p, c.keys, c.args...)
-				}
-			}
-			return nil
-		})
-		return err
+// runBatch runs calls in one invocation of quotaScript (its "batch" op):
+// one round trip, one atomic step (all keys carry one hash tag, so this
+// holds in a Cluster too), and one script run instead of one each. A Redis
+// that lost its script cache (after a restart) answers NOSCRIPT before
+// running anything, and the script is sent again with its body: nothing
+// counts twice.
+func runBatch(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall) ([][]int64, error) {
+	var keys []string
+	args := make([]any, 0, 2+2*len(calls)+8*len(calls))
+	args = append(args, "batch", len(calls))
+	for _, c := range calls {
+		args = append(args, len(c.keys), len(c.args))
 	}
-	all := make([]int, len(calls))
-	for i := range all {
-		all[i] = i
+	for _, c := range calls {
+		keys = append(keys, c.keys...)
+		args = append(args, c.args...)
 	}
-	err := send(all, false)
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		var again []int
-		for i, c := range cmds {
-			if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-				again = append(again, i)
-			}
-		}
-		err = send(again, true)
-	}
+	res, err := quotaScript.Run(ctx, rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, err
 	}
-	return cmds, nil
+	if len(res) != len(calls) {
+		return nil, fmt.Errorf("batch: %d answers to %d calls", len(res), len(calls))
+	}
+	out := make([][]int64, len(res))
+	for i, r := range res {
+		vals, ok := r.([]any)
+		if !ok {
+			return nil, fmt.Errorf("batch: answer %d is %T", i, r)
+		}
+		for _, v := range vals {
+			n, ok := v.(int64)
+			if !ok {
+				return nil, fmt.Errorf("batch: answer %d holds %T", i, v)
+			}
+			out[i] = append(out[i], n)
+		}
+	}
+	return out, nil
 }
 
 // countCall is Count as a pipelined call.
 func (r *RedisStore) countCall(tag, key, id string, n int) scriptCall {
-	return scriptCall{quotaScript, quotaKeys(tag, key),
+	return scriptCall{quotaKeys(tag, key),
 		[]any{"count", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", n, id, 0}}
 }
 
@@ -73,7 +70,7 @@ func (r *RedisStore) countNewCall(tag, login, id string, rcpts []string) scriptC
 	for _, rc := range rcpts {
 		args = append(args, strings.ToLower(rc))
 	}
-	return scriptCall{quotaScript, append(quotaKeys(tag, "new:"+login), seenKey(tag, login)), args}
+	return scriptCall{append(quotaKeys(tag, "new:"+login), seenKey(tag, login)), args}
 }
 
 // compromiseCounts does the compromise rule's counting against Redis in
@@ -88,19 +85,19 @@ func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login
 	if wantVolume {
 		calls = append(calls, hourly.countCall(tag, "vol:"+login, id, len(rcpts)), daily.countCall(tag, dailyVolumeKey(login), id, len(rcpts)))
 	}
-	cmds, err := runPipelined(ctx, hourly.rdb, calls)
+	res, err := runBatch(ctx, hourly.rdb, calls)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("%w: compromise counts: %v", ErrStore, err)
 	}
 	newTotal = -1
 	if wantNew {
-		if newTotal, err = countResult(cmds[0]); err != nil {
+		if newTotal, err = countResult(res[0]); err != nil {
 			return 0, 0, 0, err
 		}
 	}
 	if wantVolume {
-		if hour, err = countResult(cmds[len(cmds)-2]); err == nil {
-			day, err = countResult(cmds[len(cmds)-1])
+		if hour, err = countResult(res[len(res)-2]); err == nil {
+			day, err = countResult(res[len(res)-1])
 		}
 		if err != nil {
 			return 0, 0, 0, err
@@ -109,11 +106,7 @@ func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login
 	return newTotal, hour, day, nil
 }
 
-func countResult(c *redis.Cmd) (int, error) {
-	res, err := c.Int64Slice()
-	if err != nil {
-		return 0, fmt.Errorf("%w: count: %v", ErrStore, err)
-	}
+func countResult(res []int64) (int, error) {
 	if len(res) < 3 {
 		return 0, fmt.Errorf("%w: count: short answer", ErrStore)
 	}

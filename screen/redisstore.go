@@ -42,131 +42,153 @@ func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
 // given the TTL ARGV[7] ms): {0, now, total}, or {0, now, -1} when none
 // was new (nothing counted).
 var quotaScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local op = ARGV[1]
-local window = tonumber(ARGV[2])
-local hold = tonumber(ARGV[3])
-local txn = ARGV[4]
-local n = tonumber(ARGV[5])
-local id = ARGV[6]
-local ttl = window + hold + 60000
-local nscopes = math.floor(#KEYS / 4)
+local function run(KEYS, ARGV)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local op = ARGV[1]
+  local window = tonumber(ARGV[2])
+  local hold = tonumber(ARGV[3])
+  local txn = ARGV[4]
+  local n = tonumber(ARGV[5])
+  local id = ARGV[6]
+  local ttl = window + hold + 60000
+  local nscopes = math.floor(#KEYS / 4)
 
-local function k(i, j) return KEYS[4 * (i - 1) + j] end
+  local function k(i, j) return KEYS[4 * (i - 1) + j] end
 
-local function clean(i)
-  local log, sum, rexp, rcnt = k(i, 1), k(i, 2), k(i, 3), k(i, 4)
-  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
-  if #old > 0 then
-    local drop = 0
-    for _, m in ipairs(old) do drop = drop + tonumber(string.match(m, ':(%d+)$')) end
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
-    redis.call('DECRBY', sum, drop)
-  end
-  local gone = redis.call('ZRANGEBYSCORE', rexp, '-inf', now)
-  if #gone > 0 then
-    for _, r in ipairs(gone) do
-      local c = tonumber(redis.call('HGET', rcnt, r) or '0')
-      redis.call('HDEL', rcnt, r)
-      redis.call('HINCRBY', rcnt, '_sum', -c)
+  local function clean(i)
+    local log, sum, rexp, rcnt = k(i, 1), k(i, 2), k(i, 3), k(i, 4)
+    local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
+    if #old > 0 then
+      local drop = 0
+      for _, m in ipairs(old) do drop = drop + tonumber(string.match(m, ':(%d+)$')) end
+      redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+      redis.call('DECRBY', sum, drop)
     end
-    redis.call('ZREMRANGEBYSCORE', rexp, '-inf', now)
+    local gone = redis.call('ZRANGEBYSCORE', rexp, '-inf', now)
+    if #gone > 0 then
+      for _, r in ipairs(gone) do
+        local c = tonumber(redis.call('HGET', rcnt, r) or '0')
+        redis.call('HDEL', rcnt, r)
+        redis.call('HINCRBY', rcnt, '_sum', -c)
+      end
+      redis.call('ZREMRANGEBYSCORE', rexp, '-inf', now)
+    end
   end
-end
 
-local function used(i)
-  return tonumber(redis.call('GET', k(i, 2)) or '0') + tonumber(redis.call('HGET', k(i, 4), '_sum') or '0')
-end
-
-local function nextfit(i, u, limit)
-  local need = u + n - limit
-  local acc = 0
-  local entries = redis.call('ZRANGE', k(i, 1), 0, -1, 'WITHSCORES')
-  for j = 1, #entries, 2 do
-    acc = acc + tonumber(string.match(entries[j], ':(%d+)$'))
-    if acc >= need then return tonumber(entries[j + 1]) + window end
+  local function used(i)
+    return tonumber(redis.call('GET', k(i, 2)) or '0') + tonumber(redis.call('HGET', k(i, 4), '_sum') or '0')
   end
-  return now + hold
-end
 
-local function unreserve(i)
-  local c = tonumber(redis.call('HGET', k(i, 4), txn) or '0')
-  if c > 0 then
-    redis.call('HDEL', k(i, 4), txn)
-    redis.call('HINCRBY', k(i, 4), '_sum', -c)
-    redis.call('ZREM', k(i, 3), txn)
+  local function nextfit(i, u, limit)
+    local need = u + n - limit
+    local acc = 0
+    local entries = redis.call('ZRANGE', k(i, 1), 0, -1, 'WITHSCORES')
+    for j = 1, #entries, 2 do
+      acc = acc + tonumber(string.match(entries[j], ':(%d+)$'))
+      if acc >= need then return tonumber(entries[j + 1]) + window end
+    end
+    return now + hold
   end
-end
 
-local function touch(i)
-  for j = 1, 4 do redis.call('PEXPIRE', k(i, j), ttl) end
-end
+  local function unreserve(i)
+    local c = tonumber(redis.call('HGET', k(i, 4), txn) or '0')
+    if c > 0 then
+      redis.call('HDEL', k(i, 4), txn)
+      redis.call('HINCRBY', k(i, 4), '_sum', -c)
+      redis.call('ZREM', k(i, 3), txn)
+    end
+  end
 
-if op == 'reset' then
-  for i = 1, nscopes do for j = 1, 4 do redis.call('DEL', k(i, j)) end end
-  return {0, now}
-end
+  local function touch(i)
+    for j = 1, 4 do redis.call('PEXPIRE', k(i, j), ttl) end
+  end
 
-for i = 1, nscopes do clean(i) end
+  if op == 'reset' then
+    for i = 1, nscopes do for j = 1, 4 do redis.call('DEL', k(i, j)) end end
+    return {0, now}
+  end
 
-if op == 'usage' then
-  local first = redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
-  local oldest = 0
-  if #first > 0 then oldest = tonumber(first[2]) end
-  return {tonumber(redis.call('GET', k(1, 2)) or '0'), tonumber(redis.call('HGET', k(1, 4), '_sum') or '0'), oldest, now}
-end
+  for i = 1, nscopes do clean(i) end
 
-if op == 'countnew' then
-  n = 0
-  for j = 8, #ARGV do n = n + redis.call('SADD', KEYS[5], ARGV[j]) end
-  redis.call('PEXPIRE', KEYS[5], ARGV[7])
-  if n == 0 then return {0, now, -1} end
-  op = 'count'
-end
+  if op == 'usage' then
+    local first = redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
+    local oldest = 0
+    if #first > 0 then oldest = tonumber(first[2]) end
+    return {tonumber(redis.call('GET', k(1, 2)) or '0'), tonumber(redis.call('HGET', k(1, 4), '_sum') or '0'), oldest, now}
+  end
 
-if op == 'count' then
-  redis.call('ZADD', k(1, 1), now, id .. ':' .. n)
-  local total = redis.call('INCRBY', k(1, 2), n)
-  touch(1)
-  return {0, now, total}
-end
+  if op == 'countnew' then
+    n = 0
+    for j = 8, #ARGV do n = n + redis.call('SADD', KEYS[5], ARGV[j]) end
+    redis.call('PEXPIRE', KEYS[5], ARGV[7])
+    if n == 0 then return {0, now, -1} end
+    op = 'count'
+  end
 
-if op == 'refund' then
+  if op == 'count' then
+    redis.call('ZADD', k(1, 1), now, id .. ':' .. n)
+    local total = redis.call('INCRBY', k(1, 2), n)
+    touch(1)
+    return {0, now, total}
+  end
+
+  if op == 'refund' then
+    for i = 1, nscopes do
+      if redis.call('ZREM', k(i, 1), id .. ':' .. n) == 1 then redis.call('DECRBY', k(i, 2), n) end
+      touch(i)
+    end
+    return {0, now}
+  end
+
+  if op == 'release' then
+    for i = 1, nscopes do unreserve(i); touch(i) end
+    return {0, now}
+  end
+
   for i = 1, nscopes do
-    if redis.call('ZREM', k(i, 1), id .. ':' .. n) == 1 then redis.call('DECRBY', k(i, 2), n) end
+    local limit = tonumber(ARGV[6 + i])
+    local u = used(i)
+    if op == 'commit' then u = u - tonumber(redis.call('HGET', k(i, 4), txn) or '0') end
+    if limit > 0 and u + n > limit then
+      return {1, i, u, nextfit(i, u, limit), now}
+    end
+  end
+
+  for i = 1, nscopes do
+    if op == 'reserve' then
+      redis.call('HINCRBY', k(i, 4), txn, n)
+      redis.call('HINCRBY', k(i, 4), '_sum', n)
+      redis.call('ZADD', k(i, 3), now + hold, txn)
+    else
+      unreserve(i)
+      redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
+      redis.call('INCRBY', k(i, 2), n)
+    end
     touch(i)
   end
   return {0, now}
 end
 
-if op == 'release' then
-  for i = 1, nscopes do unreserve(i); touch(i) end
-  return {0, now}
-end
-
-for i = 1, nscopes do
-  local limit = tonumber(ARGV[6 + i])
-  local u = used(i)
-  if op == 'commit' then u = u - tonumber(redis.call('HGET', k(i, 4), txn) or '0') end
-  if limit > 0 and u + n > limit then
-    return {1, i, u, nextfit(i, u, limit), now}
+-- batch: several calls in one invocation, as one atomic step. ARGV[2] is
+-- the number of calls; then per call its number of keys and of arguments;
+-- then the calls' arguments one after the other, KEYS likewise. The
+-- answer is the list of the calls' answers.
+if ARGV[1] == 'batch' then
+  local calls = tonumber(ARGV[2])
+  local ki, ai = 1, 3 + 2 * calls
+  local out = {}
+  for c = 1, calls do
+    local nk, na = tonumber(ARGV[1 + 2 * c]), tonumber(ARGV[2 + 2 * c])
+    local keys, argv = {}, {}
+    for i = 1, nk do keys[i] = KEYS[ki + i - 1] end
+    for i = 1, na do argv[i] = ARGV[ai + i - 1] end
+    ki, ai = ki + nk, ai + na
+    out[c] = run(keys, argv)
   end
+  return out
 end
-
-for i = 1, nscopes do
-  if op == 'reserve' then
-    redis.call('HINCRBY', k(i, 4), txn, n)
-    redis.call('HINCRBY', k(i, 4), '_sum', n)
-    redis.call('ZADD', k(i, 3), now + hold, txn)
-  else
-    unreserve(i)
-    redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
-    redis.call('INCRBY', k(i, 2), n)
-  end
-  touch(i)
-end
-return {0, now}
+return run(KEYS, ARGV)
 `)
 
 func quotaKeys(tag string, keys ...string) []string {
