@@ -53,6 +53,9 @@ local function run(KEYS, ARGV)
   local id = ARGV[6]
   local ttl = window + hold + 60000
   local nscopes = math.floor(#KEYS / 4)
+  -- count and countnew keep log and sum only (no reservations): the other
+  -- two keys are neither read nor kept alive.
+  local counting = op == 'count' or op == 'countnew'
 
   local function k(i, j) return KEYS[4 * (i - 1) + j] end
 
@@ -65,6 +68,7 @@ local function run(KEYS, ARGV)
       redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
       redis.call('DECRBY', sum, drop)
     end
+    if counting then return end -- counters have no reservations
     local gone = redis.call('ZRANGEBYSCORE', rexp, '-inf', now)
     if #gone > 0 then
       for _, r in ipairs(gone) do
@@ -101,7 +105,7 @@ local function run(KEYS, ARGV)
   end
 
   local function touch(i)
-    for j = 1, 4 do redis.call('PEXPIRE', k(i, j), ttl) end
+    for j = 1, counting and 2 or 4 do redis.call('PEXPIRE', k(i, j), ttl) end
   end
 
   if op == 'reset' then
