@@ -38,6 +38,11 @@ const (
 
 func BenchmarkAcceptPath(b *testing.B) { benchAcceptPath(b, true) }
 
+// BenchmarkAcceptPathJournal is the default of sluice serve: the spool's
+// journal, one write and fdatasync for each group of messages; each is
+// taken out as soon as it is in (as a delivery at once would).
+func BenchmarkAcceptPathJournal(b *testing.B) { benchAcceptPath(b, true, benchJournal(b)) }
+
 // BenchmarkAcceptPathFsyncEach turns group commit off: each message costs an
 // fsync of its file and an fsync of the queue directory (concurrent
 // directory syncs are still shared).
@@ -147,8 +152,20 @@ func benchSend(c *client, msg string) (time.Duration, error) {
 	return lat, nil
 }
 
-func benchAcceptPath(b *testing.B, groupCommit bool) {
-	g := startGateway(b, benchDiscardLogs, benchGroupCommit(groupCommit))
+// benchJournal starts the spool's journal.
+func benchJournal(b *testing.B) gatewayOption {
+	return func(srv *submit.Server) {
+		sp := srv.Spool.(*spool.Spool)
+		if err := sp.StartJournal(spool.DefaultFreshLimit); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sp.StopJournal() })
+		sp.OnEnqueue = func(id string) { sp.Remove(id) }
+	}
+}
+
+func benchAcceptPath(b *testing.B, groupCommit bool, opts ...gatewayOption) {
+	g := startGateway(b, append([]gatewayOption{benchDiscardLogs, benchGroupCommit(groupCommit)}, opts...)...)
 	msg := benchMessage(benchMsgSize)
 
 	nClients := min(benchClients, b.N)
