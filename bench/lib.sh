@@ -239,11 +239,13 @@ sluice_bench() {
   jq -e .sent "$json" >/dev/null 2>&1 || die "sluice bench printed no report ($json)"
 }
 
-# load_run NAME CONCURRENCY REUSE: one load run of $DURATION with the logins
-# of $WORK/users.txt; its report is $WORK/NAME.json.
+# load_run NAME CONCURRENCY REUSE [FLAG...]: one load run of $DURATION with
+# the logins of $WORK/users.txt; its report is $WORK/NAME.json.
 load_run() {
-  log "sluice bench $1: concurrency $2, reuse $3, $SIZE bytes, $DURATION"
-  sluice_bench "$WORK/$1.json" "$WORK/users.txt" --concurrency "$2" --reuse "$3" --duration "$DURATION"
+  local name=$1 conc=$2 reuse=$3
+  shift 3
+  log "sluice bench $name: concurrency $conc, reuse $reuse, $SIZE bytes, $DURATION $*"
+  sluice_bench "$WORK/$name.json" "$WORK/users.txt" --concurrency "$conc" --reuse "$reuse" --duration "$DURATION" "$@"
 }
 
 # warm_up: every login authenticates once and sends one message, before

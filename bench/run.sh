@@ -10,7 +10,7 @@
 #   bench/run.sh [--algo rsa|ed25519|both] [--duration 15s] [--size 5000]
 #                [--users 50] [--concurrency "1 10 50 100"] [--reuse 100]
 #                [--reuse1-concurrency 10] [--drain-wait 60] [--bin PATH]
-#                [--sink auto|go|postfix] [--keep]
+#                [--sink auto|go|postfix] [--half-load-concurrency 10] [--keep]
 #
 # See bench/README.md.
 set -euo pipefail
@@ -18,11 +18,13 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 SINK=auto
+HALF_CONC=10
 while [ $# -gt 0 ]; do
   common_option "$@"
   if [ "$TAKEN" -gt 0 ]; then shift "$TAKEN"; continue; fi
   case "$1" in
     --sink) SINK=$2; shift 2 ;;
+    --half-load-concurrency) HALF_CONC=$2; shift 2 ;;
     -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -89,6 +91,7 @@ log "sink ($SINK) on 127.0.0.1:$SINK_PORT"
 # --- sluice ------------------------------------------------------------------
 free_port SUB_PORT
 free_port TLS_PORT
+free_port HTTP_PORT
 CONFIG=$WORK/sluice.toml
 cat > "$CONFIG" <<EOF
 # written by bench/run.sh: every stage on, everything on 127.0.0.1
@@ -98,6 +101,9 @@ data_dir = "$DATA"
 [log]
 format = "text"
 level = "info"
+
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
 
 [submission]
 listen = ["127.0.0.1:$SUB_PORT"]
@@ -157,17 +163,31 @@ cpu_ticks() { tree_ticks "$SERVE_PID"; }
 
 warm_up
 LOAD_BEFORE=$(loadavg)
-bench_run() { # NAME CONCURRENCY REUSE
+# spool_gauge: the server's sluice_spool_messages (queue files and journaled
+# messages in their first attempt), from /metrics.
+spool_gauge() {
+  local v
+  v=$( { exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" && printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3 &&
+    grep -m1 '^sluice_spool_messages ' <&3; } 2>/dev/null | awk '{print $2}')
+  echo "${v:-0}"
+}
+bench_run() { # NAME CONCURRENCY REUSE [FLAG...]
   local json=$WORK/$1.json t0 t1 q drained cpu sampler
   t0=$(cpu_ticks)
-  # Peak RSS of the server during the load, sampled every 100ms.
+  # Peak RSS of the server during the load, sampled every 100ms, and the
+  # most messages in its spool, every 500ms.
   echo 0 > "$WORK/peak"
+  echo 0 > "$WORK/spoolmax"
   touch "$WORK/sampling"
-  ( peak=0
+  ( peak=0 smax=0 i=0
     while [ -e "$WORK/sampling" ]; do
       r=0
       while read -r k v _; do [ "$k" = VmRSS: ] && r=$v; done < "/proc/$SERVE_PID/status" 2>/dev/null || true
       if [ "$r" -gt "$peak" ]; then peak=$r; echo "$peak" > "$WORK/peak"; fi
+      if [ $((i++ % 5)) = 0 ]; then
+        g=$(spool_gauge); g=${g%.*}
+        if [ "${g:-0}" -gt "$smax" ]; then smax=$g; echo "$smax" > "$WORK/spoolmax"; fi
+      fi
       sleep 0.1
     done ) &
   sampler=$!
@@ -178,10 +198,15 @@ bench_run() { # NAME CONCURRENCY REUSE
   drained=$(wait_drained "$DRAIN_WAIT")
   t1=$(cpu_ticks) # after the drain: the CPU of accepting and of delivering
   read -r cpu _ < <(per_msg "$t0" "$t1" "$(jq .accepted "$json")")
-  add_row "$1" "$json" "$cpu" "$(( $(cat "$WORK/peak") / 1024 ))" "$q" "$drained"
+  add_row "$1" "$json" "$cpu" "$(( $(cat "$WORK/peak") / 1024 ))" "$(cat "$WORK/spoolmax")" "$q" "$drained"
 }
 
 for c in $CONCURRENCY; do bench_run "c$c-reuse$REUSE" "$c" "$REUSE"; done
+# Half the highest rate of those runs, over $HALF_CONC connections: the
+# latency a server at half its capacity gives.
+MAX_RATE=$(for c in $CONCURRENCY; do jq .msgs_per_s "$WORK/c$c-reuse$REUSE.json"; done | sort -g | tail -1)
+HALF=$(awk -v m="$MAX_RATE" 'BEGIN { printf "%d", m / 2 }')
+if [ "$HALF" -gt 0 ]; then bench_run "half-load-$HALF" "$HALF_CONC" "$REUSE" --rate "$HALF"; fi
 if [ "$REUSE1_CONCURRENCY" -gt 0 ]; then bench_run "c$REUSE1_CONCURRENCY-reuse1" "$REUSE1_CONCURRENCY" 1; fi
 
 SPOOL_END=$(ls "$DATA/spool/queue" | wc -l)
@@ -201,11 +226,13 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   echo "Redis quotas, screening, DNS pre-check, MX delivery to a local sink ($SINK); client, server, Redis, DNS and sink share the machine"
   echo "(1-minute load average $LOAD_BEFORE before the first run, $(loadavg) after the last)."
   echo
-  table_head "server CPU ms/msg" "server peak RSS MB" "queued at end" "drained in"
+  table_head "server CPU ms/msg" "server peak RSS MB" "spool max" "queued at end" "drained in"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "msgs/s: accepted messages per second. data: end of DATA to the 250 (spool fsync, signing, screening)."
   echo "server CPU ms/msg: CPU time of sluice serve from the start of the run until its queue drained, per accepted message."
+  echo "spool max: the most messages in the spool (sluice_spool_messages: queue files and journaled messages) seen during the run, sampled every 500ms."
+  echo "half-load-N: --rate N, half the highest msgs/s of the runs above, over $HALF_CONC connections (--half-load-concurrency)."
   echo "queued at end: messages still in data/spool/queue when the run ended; drained in: until it was empty (limit ${DRAIN_WAIT}s)."
   echo
   echo "At the end: \`ls data/spool/queue | wc -l\` = $SPOOL_END ($SPOOL_MSGS messages); delivered to the sink: $DELIVERED; server log: $WARNS WARN, $ERRORS ERROR lines; signing: $SIGNED."

@@ -60,6 +60,9 @@ flags:
   --duration D          stop starting messages after D (e.g. 30s)
   --size BYTES          body size in bytes, lines of 76 characters (default 5000)
   --recipients N        recipients per message (default 1)
+  --rate N              start at most N messages per second in all (spread evenly;
+                        default 0: as fast as the connections go), to measure
+                        latency at a given load
   --reuse N             messages per connection before QUIT and a new connection;
                         0 (default): all on one connection
   --from PATTERN        envelope and header sender (default {user}, the login)
@@ -100,6 +103,7 @@ type benchOptions struct {
 	size        int
 	recipients  int
 	reuse       int
+	rate        float64 // messages started per second, 0: no limit
 	from, to    string
 	helo        string
 	pipelining  bool // use PIPELINING when offered
@@ -154,6 +158,7 @@ func parseBenchFlags(args []string) (*benchOptions, error) {
 	fs.IntVar(&o.size, "size", 5000, "")
 	fs.IntVar(&o.recipients, "recipients", 1, "")
 	fs.IntVar(&o.reuse, "reuse", 0, "")
+	fs.Float64Var(&o.rate, "rate", 0, "")
 	fs.StringVar(&o.from, "from", "{user}", "")
 	fs.StringVar(&o.to, "to", "rcpt{n}@sink.test", "")
 	fs.StringVar(&o.helo, "helo", "bench.sluice.invalid", "")
@@ -222,6 +227,8 @@ func parseBenchFlags(args []string) (*benchOptions, error) {
 		return nil, usagef("--size must be from 0 to 1073741824 bytes")
 	case o.recipients < 1:
 		return nil, usagef("--recipients must be at least 1")
+	case o.rate < 0:
+		return nil, usagef("--rate must be 0 (no limit) or more messages per second")
 	case o.reuse < 0:
 		return nil, usagef("--reuse must be 0 (all messages on one connection) or more")
 	case o.timeout <= 0:
@@ -303,6 +310,7 @@ type benchRun struct {
 	body     []byte // the rest of the body, the same in every message
 	tlsConf  *tls.Config
 	deadline time.Time // zero: no --duration
+	start    time.Time
 
 	claimed atomic.Int64 // messages handed out
 	rcptN   atomic.Int64 // {n} in --to
@@ -321,6 +329,7 @@ func runBench(ctx context.Context, o *benchOptions, stderr io.Writer) *benchRepo
 	}
 	r.tokenLen, r.body = benchBodyParts(o.size)
 	start := time.Now()
+	r.start = start
 	if o.duration > 0 {
 		r.deadline = start.Add(o.duration)
 	}
@@ -350,6 +359,22 @@ func (r *benchRun) claim() (int64, bool) {
 	n := r.claimed.Add(1)
 	if r.o.messages > 0 && n > int64(r.o.messages) {
 		return 0, false
+	}
+	if r.o.rate > 0 {
+		// Message n starts at its place in the schedule, not before.
+		due := r.start.Add(time.Duration(float64(n-1) / r.o.rate * float64(time.Second)))
+		if !r.deadline.IsZero() && !due.Before(r.deadline) {
+			return 0, false
+		}
+		if wait := time.Until(due); wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-r.ctx.Done():
+				return 0, false
+			case <-t.C:
+			}
+		}
 	}
 	return n, true
 }

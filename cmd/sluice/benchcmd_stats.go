@@ -253,6 +253,7 @@ type benchReport struct {
 	Size              int              `json:"size"`
 	Recipients        int              `json:"recipients"`
 	Reuse             int              `json:"reuse"`
+	Rate              float64          `json:"rate"` // messages started per second; 0: no limit
 	Logins            int              `json:"logins"`
 	Interrupted       bool             `json:"interrupted"`
 	Elapsed           float64          `json:"elapsed_s"`
@@ -336,7 +337,7 @@ func (s *benchStats) report(o *benchOptions, elapsed time.Duration, interrupted 
 	defer s.mu.Unlock()
 	r := &benchReport{
 		Addr: o.addr, TLS: o.tlsMode, Concurrency: o.concurrency, MessagesLimit: o.messages,
-		DurationLimit: o.duration.Seconds(), Size: o.size, Recipients: o.recipients, Reuse: o.reuse,
+		DurationLimit: o.duration.Seconds(), Size: o.size, Recipients: o.recipients, Reuse: o.reuse, Rate: o.rate,
 		Logins: len(o.creds), Interrupted: interrupted, Elapsed: elapsed.Seconds(),
 		Accepted: s.nAcc, Deferred: s.nDef, Rejected: s.nRej, Errors: s.nErr,
 		RecipientsRefused: s.nRcptRefused,
@@ -373,8 +374,12 @@ func writeBenchText(w io.Writer, r *benchReport) {
 	if r.Reuse > 0 {
 		reuse = fmt.Sprintf("%d per connection", r.Reuse)
 	}
-	fmt.Fprintf(w, "sluice bench %s (%s): %d connections, %s, %d-byte bodies, %d recipient(s), %s, %d login(s)\n",
-		r.Addr, r.TLS, r.Concurrency, strings.Join(limit, " or "), r.Size, r.Recipients, reuse, r.Logins)
+	rate := ""
+	if r.Rate > 0 {
+		rate = fmt.Sprintf(", at most %g msgs/s", r.Rate)
+	}
+	fmt.Fprintf(w, "sluice bench %s (%s): %d connections, %s, %d-byte bodies, %d recipient(s), %s%s, %d login(s)\n",
+		r.Addr, r.TLS, r.Concurrency, strings.Join(limit, " or "), r.Size, r.Recipients, reuse, rate, r.Logins)
 	if r.Interrupted {
 		fmt.Fprintln(w, "interrupted: messages in flight were finished")
 	}

@@ -213,6 +213,26 @@ func TestBenchDuration(t *testing.T) {
 	}
 }
 
+// TestBenchRate: --rate spreads the messages over the run: 20 a second for
+// a second is 20 messages, the last one started after 0.95 s, whatever the
+// number of connections.
+func TestBenchRate(t *testing.T) {
+	t.Parallel()
+	s := startServerWith(t, "\n[quota]\nmessages_per_hour = 0\n", alice)
+	out, _, err := runBenchCmd(t, "--addr", s.submission, "--user", alice.addr, "--password", alice.password,
+		"--duration", "1s", "--rate", "20", "--concurrency", "4", "--size", "1000", "--json")
+	if err != nil {
+		t.Fatalf("sluice bench: %v\n%s", err, out)
+	}
+	r := benchJSON(t, out)
+	if r.Sent != 20 || r.Accepted != 20 || r.Rate != 20 {
+		t.Errorf("sent %d, accepted %d at rate %v; want 20 and 20 at 20", r.Sent, r.Accepted, r.Rate)
+	}
+	if r.Elapsed < 0.95 {
+		t.Errorf("20 messages at 20 a second took %.2fs, want at least 0.95s", r.Elapsed)
+	}
+}
+
 func TestBenchFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -225,6 +245,9 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"--user", "a@b.test", "--users", "f"}, "not both"},
 		{[]string{"--user", "a@b.test", "--to", "<x@y.test>"}, "bare address"},
 		{[]string{"--user", "a@b.test", "extra"}, "unexpected argument"},
+		{[]string{"--user", "a@b.test", "--rate", "-1"}, "--rate"},
+		{[]string{"--user", "a@b.test", "--pipelining", "on"}, "--pipelining"},
+		{[]string{"--user", "a@b.test", "--tls-groups", "x448"}, "--tls-groups"},
 	} {
 		_, err := parseBenchFlags(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
