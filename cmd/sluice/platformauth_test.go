@@ -215,7 +215,7 @@ func paSQLScenario(t *testing.T, s *sluiceServer, db *sqltest.Server, mark strin
 		for _, pw := range []string{m.password, "a wrong password"} {
 			r := paSwaks(t, addr, "PLAIN", m.login, pw, m.login, "AUTH")
 			paReplied(t, r, "454", "4.7.0", "try again")
-			for _, internal := range []string{"535", "sqlauth", "password_query", "refused", "dial", db.Addr} {
+			for _, internal := range []string{" 535 ", "sqlauth", "password_query", "refused", "dial", db.Addr} {
 				if strings.Contains(r.stdout, internal) {
 					t.Fatalf("the client sees %q with the database down:\n%s", internal, r)
 				}
