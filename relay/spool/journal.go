@@ -30,6 +30,10 @@ import (
 // partly delivered) becomes a queue file like any other before its state is
 // saved, and so does one still in a segment that was closed more than
 // journalCheckpoint ago, or every one when the journal stops or fails.
+// A write that fails (a full disk) is cut back off the segment, and for
+// journalResume messages are files (which a full disk refuses too: 452);
+// then the journal goes on in a new segment. A failed fdatasync turns it
+// off until the next start.
 // Segments are removed oldest first once nothing in them is pending.
 //
 // At start, the segments left by a crash are read back: every message
@@ -61,6 +65,9 @@ type journal struct {
 	done    uint64 // the last batch written and synced
 	writing bool
 	err     error // a write or sync failed: the journal takes no more
+	// resumeAt, when set, is when the journal tries again after a write
+	// that failed (and was cut back): a disk that was full may have room.
+	resumeAt time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -92,6 +99,7 @@ const (
 	// pending messages before they become queue files.
 	journalCheckpoint = 10 * time.Second
 	journalTick       = 200 * time.Millisecond
+	journalResume     = 5 * time.Second
 )
 
 // ErrJournalLocked reports that another process serves this spool.
@@ -267,9 +275,16 @@ func (j *journal) flushLocked() {
 	}
 	j.mu.Unlock()
 	var err error
+	paused := false
 	if len(batch) > 0 {
 		seal(batch, seg.seq)
-		if _, err = seg.f.Write(batch); err == nil {
+		if _, err = seg.f.Write(batch); err != nil {
+			// A failed write (a full disk): cut the segment back to its
+			// last whole batch, giving the space back, and pause.
+			paused = seg.f.Truncate(seg.size) == nil
+		} else {
+			// A failed sync leaves the file's state unknown: the journal
+			// stays off until the next start.
 			err = unix.Fdatasync(int(seg.f.Fd()))
 		}
 	}
@@ -280,6 +295,9 @@ func (j *journal) flushLocked() {
 	}
 	if err != nil {
 		j.err = err
+		if paused {
+			j.resumeAt = time.Now().Add(journalResume)
+		}
 	} else {
 		j.done = no
 		seg.size += int64(len(batch))
@@ -408,7 +426,18 @@ func (j *journal) loop() {
 		if j.err == nil && !j.writing && len(j.buf) > 0 {
 			j.flushLocked()
 		}
-		failed := j.err != nil
+		if !j.resumeAt.IsZero() && time.Now().After(j.resumeAt) && !j.writing {
+			// What was gathered with the failed batch was refused (or is
+			// a done record, which may then be delivered once more after
+			// a crash): it is not written. A new segment, then go on.
+			j.buf, j.pending, j.resumeAt = j.buf[:0], nil, time.Time{}
+			if err := j.newSegment(); err == nil {
+				j.err = nil
+			} else {
+				j.resumeAt = time.Now().Add(journalResume)
+			}
+		}
+		failed := j.err != nil && j.resumeAt.IsZero()
 		var old []string
 		for _, sg := range j.segs {
 			if !sg.sealed.IsZero() && sg.live > 0 && time.Since(sg.sealed) > journalCheckpoint {

@@ -275,3 +275,36 @@ func TestJournalLock(t *testing.T) {
 		t.Fatalf("second StartJournal: %v, want ErrJournalLocked", err)
 	}
 }
+
+// A full disk refuses the message with ErrNoSpace (452 4.3.1 to the
+// client) and nothing of it is delivered; the failed write gives its space
+// back, the spool goes on with a file per message for a while (a message
+// small enough gets one), then with the journal again.
+func TestJournalFullDisk(t *testing.T) {
+	dir := mountTinyFS(t)
+	s := openJournaled(t, dir, DefaultSegmentSize)
+	defer s.StopJournal()
+	big := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}
+	if err := s.Enqueue(big, make([]byte, 200<<10)); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Enqueue on a full disk: %v, want ErrNoSpace", err)
+	}
+	if _, _, err := s.Read(big.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused message reads back: %v", err)
+	}
+	small := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}
+	if err := s.Enqueue(small, []byte("Subject: s\r\n\r\nsmall\r\n")); err != nil {
+		t.Fatalf("a small message after the failure: %v", err)
+	}
+	if got := queueFiles(t, dir); !slices.Equal(got, []string{small.ID}) {
+		t.Fatalf("queue files %v, want the small message as a file", got)
+	}
+	// With room again, the journal takes messages again.
+	time.Sleep(journalResume + 3*journalTick)
+	later := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}
+	if err := s.Enqueue(later, []byte("Subject: s\r\n\r\nlater\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if s.JournalLen() != 1 {
+		t.Fatalf("JournalLen %d after the pause, want 1 (journaled again)", s.JournalLen())
+	}
+}
