@@ -202,7 +202,7 @@ func filename(h map[string]string, ctParams map[string]string) string {
 }
 
 func looseBoundary(ct string) string {
-	i := strings.Index(strings.ToLower(ct), "boundary=")
+	i := strings.Index(asciiLower(ct), "boundary=")
 	if i < 0 {
 		return ""
 	}
@@ -217,6 +217,19 @@ func looseBoundary(ct string) string {
 		v = v[:j]
 	}
 	return v
+}
+
+// asciiLower lowers the ASCII letters of s and keeps every byte where it
+// is: strings.ToLower turns invalid UTF-8 into longer replacement runes, so
+// an index into its result is not one into s.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 func walkMultipart(body []byte, boundary string, depth int, parts *[]Part) error {
