@@ -207,6 +207,13 @@ func (s *Spool) writeFile(id string, bufs [][]byte) error {
 	}
 	if err == nil && tmp == "" {
 		err = s.link(f, id)
+		if err != nil && !errors.Is(err, syscall.EEXIST) && !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+			// No way to name an unnamed file here (no /proc, and not
+			// allowed AT_EMPTY_PATH): tmp/ and rename from now on.
+			f.Close()
+			noTmpfile.Store(true)
+			return s.writeFile(id, bufs)
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

