@@ -64,7 +64,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 		case errors.Is(err, spool.ErrJournalLocked):
 			return fmt.Errorf("%w: is another sluice serve running with data_dir %s?", err, cfg.DataDir)
 		case err != nil:
-			return err
+			// A file per message still works; what the journal holds is
+			// read back at a start where it can be.
+			log.Warn("spool journal off: a file per message", "err", err)
 		}
 		defer func() {
 			if err := sp.StopJournal(); err != nil {
