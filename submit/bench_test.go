@@ -156,7 +156,7 @@ func benchSend(c *client, msg string) (time.Duration, error) {
 func benchJournal(b *testing.B) gatewayOption {
 	return func(srv *submit.Server) {
 		sp := srv.Spool.(*spool.Spool)
-		if err := sp.StartJournal(spool.DefaultFreshLimit); err != nil {
+		if err := sp.StartJournal(spool.DefaultJournalLimit); err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { sp.StopJournal() })

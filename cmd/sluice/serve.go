@@ -60,7 +60,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	sp.GroupCommit = cfg.Spool.GroupCommit
 	if cfg.Spool.Journal {
-		switch err := sp.StartJournal(spool.DefaultFreshLimit); {
+		switch err := sp.StartJournal(spool.DefaultJournalLimit); {
 		case errors.Is(err, spool.ErrJournalLocked):
 			return fmt.Errorf("%w: is another sluice serve running with data_dir %s?", err, cfg.DataDir)
 		case err != nil:

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -93,6 +92,9 @@ const (
 	recMessage = 'M'
 	recDone    = 'D'
 	recHeader  = 16 // "SJ", type, 0, payload length, CRC32C, segment
+	// DefaultJournalLimit is how many bytes of journaled messages
+	// StartJournal's callers keep in memory by default.
+	DefaultJournalLimit = 64 << 20
 	// DefaultSegmentSize is when the journal moves to a new segment.
 	DefaultSegmentSize = 64 << 20
 	// journalCheckpoint is how long a closed segment may still hold
@@ -562,8 +564,3 @@ func (s *Spool) journaled(id string) (*Envelope, []byte, bool) {
 	env.To = append([]string(nil), e.env.To...)
 	return &env, e.msg, true
 }
-
-// readerOf is an io.ReadCloser over b.
-type readerOf struct{ *bytes.Reader }
-
-func (readerOf) Close() error { return nil }

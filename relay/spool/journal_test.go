@@ -33,7 +33,7 @@ func openJournaled(t *testing.T, dir string, segSize int64) *Spool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.startJournal(DefaultFreshLimit, segSize); err != nil {
+	if err := s.startJournal(DefaultJournalLimit, segSize); err != nil {
 		t.Fatal(err)
 	}
 	s.OnEnqueue = func(string) {}
@@ -271,7 +271,7 @@ func TestJournalLock(t *testing.T) {
 	s := openJournaled(t, dir, DefaultSegmentSize)
 	defer s.StopJournal()
 	other, _ := Open(dir)
-	if err := other.StartJournal(DefaultFreshLimit); !errors.Is(err, ErrJournalLocked) {
+	if err := other.StartJournal(DefaultJournalLimit); !errors.Is(err, ErrJournalLocked) {
 		t.Fatalf("second StartJournal: %v, want ErrJournalLocked", err)
 	}
 }

@@ -93,11 +93,6 @@ type Spool struct {
 	// is durable (the relay schedules its first delivery attempt).
 	OnEnqueue func(id string)
 
-	// FreshLimit is how many bytes of messages queued with OnEnqueue set
-	// stay in memory until their first Read (DefaultFreshLimit; 0: none).
-	FreshLimit int
-	fresh      freshCache
-
 	journal atomic.Pointer[journal] // StartJournal; nil: every message is a file at once
 }
 
@@ -105,8 +100,7 @@ type Spool struct {
 // spool. Leftover temporary files from a crash are removed: they were never
 // acknowledged.
 func Open(dir string) (*Spool, error) {
-	s := &Spool{dir: dir, queueDir: filepath.Join(dir, "queue"), tmpDir: filepath.Join(dir, "tmp"), GroupCommit: true,
-		FreshLimit: DefaultFreshLimit}
+	s := &Spool{dir: dir, queueDir: filepath.Join(dir, "queue"), tmpDir: filepath.Join(dir, "tmp"), GroupCommit: true}
 	s.syncCond = sync.NewCond(&s.syncMu)
 	for _, d := range []string{dir, s.queueDir, s.tmpDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -188,7 +182,6 @@ func (s *Spool) Enqueue(env *Envelope, parts ...[]byte) error {
 		return err
 	}
 	if s.OnEnqueue != nil {
-		s.fresh.put(env, parts, s.FreshLimit)
 		s.OnEnqueue(env.ID)
 	}
 	return nil
@@ -294,7 +287,7 @@ func (s *Spool) Open(id string) (*Envelope, io.ReadCloser, error) {
 		return nil, nil, ErrNotFound
 	}
 	if env, msg, ok := s.journaled(id); ok {
-		return env, readerOf{bytes.NewReader(msg)}, nil
+		return env, io.NopCloser(bytes.NewReader(msg)), nil
 	}
 	f, err := os.Open(filepath.Join(s.queueDir, id))
 	if errors.Is(err, os.ErrNotExist) {
@@ -319,9 +312,6 @@ func (s *Spool) Open(id string) (*Envelope, io.ReadCloser, error) {
 func (s *Spool) Read(id string) (*Envelope, []byte, error) {
 	if env, msg, ok := s.journaled(id); ok {
 		return env, msg, nil
-	}
-	if env, msg, ok, err := s.readFresh(id); ok {
-		return env, msg, err
 	}
 	env, rc, err := s.Open(id)
 	if err != nil {
@@ -384,7 +374,6 @@ func (s *Spool) Remove(id string) error {
 	if j := s.journal.Load(); j != nil && j.remove(id) {
 		return nil
 	}
-	s.fresh.take(id)
 	// unlink(2) alone: os.Remove tries rmdir(2) too when unlink fails, and
 	// most messages never had a state file.
 	err := ignoringEINTR(func() error { return syscall.Unlink(filepath.Join(s.queueDir, id)) })
