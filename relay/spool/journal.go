@@ -57,9 +57,8 @@ type journal struct {
 	nextSeq uint64
 	live    map[string]*jentry
 	bytes   int
-	buf     []byte    // records of the batch being gathered
-	pending []*jentry // messages in buf
-	spare   []byte
+	recs    [][]byte  // records of the batch being gathered, written as they are
+	pending []*jentry // messages in recs
 	open    uint64 // number of the batch being gathered
 	done    uint64 // the last batch written and synced
 	writing bool
@@ -215,7 +214,7 @@ func (j *journal) add(env *Envelope, head []byte, parts [][]byte) (taken bool, e
 	e.env.To = append([]string(nil), env.To...)
 	e.env.Received = e.env.Received.Round(0)
 	frame(rec, recMessage)
-	j.buf = append(j.buf, rec...)
+	j.recs = append(j.recs, rec)
 	j.pending = append(j.pending, e)
 	j.live[env.ID] = e
 	j.bytes += len(e.file)
@@ -244,14 +243,42 @@ func frame(rec []byte, typ byte) {
 	binary.BigEndian.PutUint32(rec[4:], uint32(len(rec)-recHeader))
 }
 
-// seal sets the segment and checksum of every record in batch.
-func seal(batch []byte, seq uint64) {
-	for off := 0; off+recHeader <= len(batch); {
-		rec := batch[off : off+recHeader+int(binary.BigEndian.Uint32(batch[off+4:]))]
+// seal sets the segment and checksum of every record in batch, and
+// returns their length in all.
+func seal(batch [][]byte, seq uint64) int64 {
+	var n int64
+	for _, rec := range batch {
 		binary.BigEndian.PutUint32(rec[12:], uint32(seq))
 		binary.BigEndian.PutUint32(rec[8:], recordSum(rec))
-		off += len(rec)
+		n += int64(len(rec))
 	}
+	return n
+}
+
+// writev writes bufs one after the other with as few writev(2) calls as
+// the kernel allows: the records go out from where they are, not copied
+// into one buffer first.
+func writev(f *os.File, bufs [][]byte) error {
+	bufs = append([][]byte(nil), bufs...) // advanced below
+	fd := int(f.Fd())
+	for len(bufs) > 0 {
+		n, err := unix.Writev(fd, bufs[:min(len(bufs), 1024)]) // IOV_MAX
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "write", Path: f.Name(), Err: err}
+		}
+		for n > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0], n = bufs[0][n:], 0
+			}
+		}
+	}
+	return nil
 }
 
 // recordSum is the CRC32C of a record without its checksum field.
@@ -265,8 +292,8 @@ func recordSum(rec []byte) uint32 {
 // entry and return, not during the I/O.
 func (j *journal) flushLocked() {
 	j.writing = true
-	batch, no, ents := j.buf, j.open, j.pending
-	j.buf, j.pending = j.spare[:0], nil
+	batch, no, ents := j.recs, j.open, j.pending
+	j.recs, j.pending = nil, nil
 	j.open++
 	seg := j.cur
 	for _, e := range ents {
@@ -277,10 +304,11 @@ func (j *journal) flushLocked() {
 	}
 	j.mu.Unlock()
 	var err error
+	var size int64
 	paused := false
 	if len(batch) > 0 {
-		seal(batch, seg.seq)
-		if _, err = seg.f.Write(batch); err != nil {
+		size = seal(batch, seg.seq)
+		if err = writev(seg.f, batch); err != nil {
 			// A failed write (a full disk): cut the segment back to its
 			// last whole batch, giving the space back, and pause.
 			paused = seg.f.Truncate(seg.size) == nil
@@ -292,9 +320,6 @@ func (j *journal) flushLocked() {
 	}
 	j.mu.Lock()
 	j.writing = false
-	if cap(batch) <= 4<<20 {
-		j.spare = batch[:0]
-	}
 	if err != nil {
 		j.err = err
 		if paused {
@@ -302,7 +327,7 @@ func (j *journal) flushLocked() {
 		}
 	} else {
 		j.done = no
-		seg.size += int64(len(batch))
+		seg.size += size
 		if seg.size >= j.segSize {
 			if err := j.newSegment(); err != nil {
 				j.err = err
@@ -367,7 +392,7 @@ func (j *journal) finish(id string) bool {
 		rec := make([]byte, recHeader+len(id))
 		copy(rec[recHeader:], id)
 		frame(rec, recDone)
-		j.buf = append(j.buf, rec...)
+		j.recs = append(j.recs, rec)
 	}
 	return true
 }
@@ -425,14 +450,14 @@ func (j *journal) loop() {
 		case <-tick.C:
 		}
 		j.mu.Lock()
-		if j.err == nil && !j.writing && len(j.buf) > 0 {
+		if j.err == nil && !j.writing && len(j.recs) > 0 {
 			j.flushLocked()
 		}
 		if !j.resumeAt.IsZero() && time.Now().After(j.resumeAt) && !j.writing {
 			// What was gathered with the failed batch was refused (or is
 			// a done record, which may then be delivered once more after
 			// a crash): it is not written. A new segment, then go on.
-			j.buf, j.pending, j.resumeAt = j.buf[:0], nil, time.Time{}
+			j.recs, j.pending, j.resumeAt = nil, nil, time.Time{}
 			if err := j.newSegment(); err == nil {
 				j.err = nil
 			} else {
