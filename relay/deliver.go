@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/emersion/go-smtp"
 
+	"sluice/relay/resolver"
 	"sluice/relay/spool"
 )
 
@@ -186,16 +186,16 @@ func (r *Relay) targets(ctx context.Context, domain string) ([]target, bool, err
 		if len(hosts) == 0 {
 			return nil, true, fmt.Errorf("556 5.1.10 the domain %s does not accept mail (null MX, RFC 7505)", domain)
 		}
-	case isNotFound(err):
+	case resolver.IsNotFound(err):
 		if _, aerr := r.dns.LookupIPAddr(ctx, domain); aerr != nil {
-			if isNotFound(aerr) {
+			if resolver.IsNotFound(aerr) {
 				return nil, true, fmt.Errorf("550 5.1.2 the domain %s has no mail server (no MX or address record)", domain)
 			}
-			return nil, false, fmt.Errorf("DNS lookup for %s failed: %s", domain, cause(aerr))
+			return nil, false, fmt.Errorf("DNS lookup for %s failed: %s", domain, resolver.Cause(aerr))
 		}
 		hosts = []string{domain} // the implicit MX
 	default:
-		return nil, false, fmt.Errorf("MX lookup for %s failed: %s", domain, cause(err))
+		return nil, false, fmt.Errorf("MX lookup for %s failed: %s", domain, resolver.Cause(err))
 	}
 	var out []target
 	for _, h := range hosts {
@@ -242,13 +242,7 @@ func (r *Relay) tryTarget(ctx context.Context, t target, env *spool.Envelope, rc
 // that MAIL got no reply or a 421: the session was over before it began.
 func (r *Relay) transaction(c *conn, t target, env *spool.Envelope, rcpts []string, msg []byte) (res []outcome, reusable, stale bool) {
 	res = make([]outcome, len(rcpts))
-	setAll := func(code int, reply string) {
-		for i, rc := range rcpts {
-			if res[i].code == 0 || res[i].ok() {
-				res[i] = outcome{rcpt: rc, code: code, reply: reply, host: t.host}
-			}
-		}
-	}
+	setAll := func(code int, reply string) { setUnrefused(res, rcpts, code, reply, t.host) }
 	opts := &smtp.MailOptions{Size: int64(len(msg))}
 	if needsSMTPUTF8(env.From, rcpts) {
 		// RFC 6531 3.4: an address in UTF-8 needs a server that says
@@ -294,7 +288,7 @@ func (r *Relay) transaction(c *conn, t target, env *spool.Envelope, rcpts []stri
 		return res, code != 0 && code != 421 && resetOK(c), false
 	}
 	if _, err := w.Write(msg); err != nil {
-		setAll(0, "connection lost while sending the message: "+cause(err))
+		setAll(0, "connection lost while sending the message: "+resolver.Cause(err))
 		return res, false, false
 	}
 	dr, err := w.CloseWithResponse()
@@ -310,6 +304,17 @@ func (r *Relay) transaction(c *conn, t target, env *spool.Envelope, rcpts []stri
 		}
 	}
 	return res, true, false
+}
+
+// setUnrefused gives every recipient that no reply refused yet (none
+// so far, or accepted) the outcome code and reply: what a failure of the
+// whole transaction means for each.
+func setUnrefused(res []outcome, rcpts []string, code int, reply, host string) {
+	for i, rc := range rcpts {
+		if res[i].code == 0 || res[i].ok() {
+			res[i] = outcome{rcpt: rc, code: code, reply: reply, host: host}
+		}
+	}
 }
 
 func resetOK(c *conn) bool { return c.Reset() == nil }
@@ -347,26 +352,5 @@ func replyOf(err error) (int, string) {
 		}
 		return se.Code, fmt.Sprintf("%d %s%s", se.Code, enh, strings.ReplaceAll(se.Message, "\n", " "))
 	}
-	return 0, "connection problem: " + cause(err)
-}
-
-// cause is what went wrong, for a reply line that a DSN shows the sender:
-// a network error without Go's operation and local address ("dial tcp
-// 192.0.2.1:25: connect: connection refused" is "connection refused"), a
-// DNS error without the resolver's address ("i/o timeout", "SERVFAIL");
-// anything else as it is. The text it goes into names the host.
-func cause(err error) string {
-	var de *net.DNSError
-	if errors.As(err, &de) && de.Err != "" {
-		return de.Err
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
-		err = op.Err
-	}
-	var sc *os.SyscallError
-	if errors.As(err, &sc) {
-		err = sc.Err
-	}
-	return err.Error()
+	return 0, "connection problem: " + resolver.Cause(err)
 }

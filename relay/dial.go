@@ -14,6 +14,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"sluice/relay/resolver"
 )
 
 // conn is a ready SMTP session (greeting, EHLO, TLS and AUTH done) and what
@@ -94,7 +96,7 @@ func (r *Relay) addrs(ctx context.Context, host string) ([]net.IP, error) {
 	}
 	as, err := r.dns.LookupIPAddr(ctx, host)
 	if err != nil {
-		return nil, fmt.Errorf("address lookup for %s failed: %s", host, cause(err))
+		return nil, fmt.Errorf("address lookup for %s failed: %s", host, resolver.Cause(err))
 	}
 	ips := make([]net.IP, 0, len(as))
 	for _, a := range as {
@@ -113,7 +115,7 @@ func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useT
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to %s (%s): %s", t.host, addr, cause(err))
+		return nil, fmt.Errorf("cannot connect to %s (%s): %s", t.host, addr, resolver.Cause(err))
 	}
 	tlsCfg, check := r.tlsConfig(t)
 	helo := r.cfg.HELO
@@ -136,7 +138,7 @@ func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useT
 		br, op, err := openSession(nc, helo, r.cfg.ConnectTimeout)
 		if err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("%s (%s) greeting: %s", t.host, addr, cause(err))
+			return nil, fmt.Errorf("%s (%s) greeting: %s", t.host, addr, resolver.Cause(err))
 		}
 		switch {
 		case op.startTLS && useTLS:
@@ -165,7 +167,7 @@ func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useT
 	c.SubmissionTimeout = r.cfg.CommandTimeout + 2*time.Minute
 	if err := c.Hello(helo); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%s (%s) EHLO: %s", t.host, addr, cause(err))
+		return nil, fmt.Errorf("%s (%s) EHLO: %s", t.host, addr, resolver.Cause(err))
 	}
 	if r.cfg.Mode == "smarthost" && r.cfg.SmarthostUsername != "" {
 		var a sasl.Client

@@ -2,9 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -103,37 +100,6 @@ func FuzzReplyParsers(f *testing.F) {
 		isUnknownMailbox(reply)
 		tooManyRecipients(outcome{code: 452, reply: reply})
 	})
-}
-
-// The reasons a DSN gives for a connection or DNS problem say what went
-// wrong without Go's operation and socket addresses.
-func TestCause(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
-	_, refused := net.Dial("tcp", closed)
-	if refused == nil {
-		t.Fatalf("a connection to the closed port %s succeeded", closed)
-	}
-	for _, tc := range []struct {
-		name string
-		err  error
-		want string
-	}{
-		{"dial refused", refused, "connection refused"},
-		{"wrapped", fmt.Errorf("greeting: %w", refused), "connection refused"},
-		{"DNS", &net.DNSError{Err: "i/o timeout", Name: "remote.test.", Server: "10.0.0.53:53", IsTimeout: true}, "i/o timeout"},
-		{"other", errors.New("unexpected AUTH LOGIN challenge"), "unexpected AUTH LOGIN challenge"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := cause(tc.err); got != tc.want {
-				t.Errorf("cause(%v) = %q, want %q", tc.err, got, tc.want)
-			}
-		})
-	}
 }
 
 // The retry time a DSN names reads as people say it.

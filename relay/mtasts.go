@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"sluice/relay/resolver"
 )
 
 // Policy is a domain's MTA-STS policy (RFC 8461 3.2).
@@ -117,7 +118,7 @@ func (m *MTASTS) Get(ctx context.Context, domain string) (*Policy, error) {
 	switch {
 	case id == "" && valid:
 		return cached, nil
-	case id == "" && err != nil && !isNotFound(err):
+	case id == "" && err != nil && !resolver.IsNotFound(err):
 		return nil, err
 	case id == "":
 		return nil, nil
@@ -148,11 +149,6 @@ func (m *MTASTS) Get(ctx context.Context, domain string) (*Policy, error) {
 	delete(m.failed, domain)
 	m.mu.Unlock()
 	return p, nil
-}
-
-func isNotFound(err error) bool {
-	var de *net.DNSError
-	return errors.As(err, &de) && de.IsNotFound
 }
 
 func (m *MTASTS) fetch(ctx context.Context, domain string) (*Policy, error) {

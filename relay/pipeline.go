@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"sluice/relay/resolver"
 	"sluice/relay/spool"
 )
 
@@ -25,14 +26,8 @@ import (
 func (r *Relay) pipelinedTransaction(c *conn, t target, env *spool.Envelope, rcpts []string, msg []byte,
 	opts *smtp.MailOptions) (res []outcome, reusable, stale bool) {
 	res = make([]outcome, len(rcpts))
-	setAll := func(code int, reply string) {
-		for i, rc := range rcpts {
-			if res[i].code == 0 || res[i].ok() {
-				res[i] = outcome{rcpt: rc, code: code, reply: reply, host: t.host}
-			}
-		}
-	}
-	lost := func(err error) string { return "connection lost while sending the message: " + cause(err) }
+	setAll := func(code int, reply string) { setUnrefused(res, rcpts, code, reply, t.host) }
+	lost := func(err error) string { return "connection lost while sending the message: " + resolver.Cause(err) }
 	if strings.ContainsAny(env.From, "\r\n") {
 		setAll(553, "553 5.1.7 the sender address holds a line break")
 		return res, true, false
@@ -50,9 +45,11 @@ func (r *Relay) pipelinedTransaction(c *conn, t target, env *spool.Envelope, rcp
 	defer c.raw.SetDeadline(time.Time{})
 
 	c.raw.SetDeadline(time.Now().Add(r.cfg.CommandTimeout))
-	c.bw.WriteString(c.mailCommand(env.From, opts))
+	c.writeMail(env.From, opts)
 	for _, rc := range rcpts {
-		c.bw.WriteString("RCPT TO:<" + rc + ">\r\n")
+		c.bw.WriteString("RCPT TO:<")
+		c.bw.WriteString(rc)
+		c.bw.WriteString(">\r\n")
 	}
 	c.bw.WriteString("DATA\r\n")
 	if err := c.bw.Flush(); err != nil {
@@ -60,32 +57,35 @@ func (r *Relay) pipelinedTransaction(c *conn, t target, env *spool.Envelope, rcp
 		return res, false, true // nothing reached the server: a closed idle session
 	}
 
-	mailCode, mailReply, err := c.reply(250)
-	if err != nil {
-		setAll(0, lost(err))
-		return res, false, true
+	// next reads the reply to MAIL or to a RCPT; ok is false when there
+	// was none or a 421, which ends the session for every recipient.
+	next := func(expect int) (code int, reply string, ok bool) {
+		code, reply, err := c.reply(expect)
+		if err != nil {
+			code, reply = 0, lost(err)
+		}
+		if err != nil || code == 421 {
+			setAll(code, reply)
+			return code, reply, false
+		}
+		return code, reply, true
 	}
-	if mailCode == 421 {
-		setAll(mailCode, mailReply)
-		return res, false, true
+	mailCode, mailReply, ok := next(250)
+	if !ok {
+		return res, false, true // the session was over before MAIL
 	}
 	accepted := 0
 	for i, rc := range rcpts {
-		code, reply, err := c.reply(25)
-		if err != nil {
-			setAll(0, lost(err))
+		code, reply, ok := next(25)
+		switch {
+		case !ok:
 			return res, false, false
-		}
-		if code == 421 {
-			setAll(code, reply)
-			return res, false, false
-		}
-		if code/10 != 25 {
+		case code/10 != 25:
 			res[i] = outcome{rcpt: rc, code: code, reply: reply, host: t.host}
-			continue
+		default:
+			res[i] = outcome{rcpt: rc, code: 250, host: t.host}
+			accepted++
 		}
-		res[i] = outcome{rcpt: rc, code: 250, host: t.host}
-		accepted++
 	}
 	dataCode, dataReply, err := c.reply(354)
 	if err != nil {
@@ -145,22 +145,23 @@ func (r *Relay) pipelinedTransaction(c *conn, t target, env *spool.Envelope, rcp
 	return res, c.clean(), false
 }
 
-// mailCommand is the MAIL command go-smtp's Client.Mail would send for
-// opts (the SIZE and SMTPUTF8 that transaction sets).
-func (c *conn) mailCommand(from string, opts *smtp.MailOptions) string {
-	var sb strings.Builder
-	sb.WriteString("MAIL FROM:<" + from + ">")
+// writeMail buffers the MAIL command go-smtp's Client.Mail would send
+// for opts (the SIZE and SMTPUTF8 that transaction sets).
+func (c *conn) writeMail(from string, opts *smtp.MailOptions) {
+	c.bw.WriteString("MAIL FROM:<")
+	c.bw.WriteString(from)
+	c.bw.WriteString(">")
 	if ok, _ := c.Extension("8BITMIME"); ok {
-		sb.WriteString(" BODY=8BITMIME")
+		c.bw.WriteString(" BODY=8BITMIME")
 	}
 	if ok, _ := c.Extension("SIZE"); ok && opts.Size != 0 {
-		sb.WriteString(" SIZE=" + strconv.FormatInt(opts.Size, 10))
+		c.bw.WriteString(" SIZE=")
+		c.bw.WriteString(strconv.FormatInt(opts.Size, 10))
 	}
 	if opts.UTF8 {
-		sb.WriteString(" SMTPUTF8")
+		c.bw.WriteString(" SMTPUTF8")
 	}
-	sb.WriteString("\r\n")
-	return sb.String()
+	c.bw.WriteString("\r\n")
 }
 
 // reply reads one reply: its code and the line the relay keeps ("550

@@ -149,6 +149,8 @@ var cases = []tcase{
 	{"own no mail server", "550 5.1.2 the domain example.con has no mail server (no MX or address record)", UnknownMailbox, 550, "5.1.2", true},
 	{"own null MX", "556 5.1.10 the domain example.net does not accept mail (null MX, RFC 7505)", UnknownMailbox, 556, "5.1.10", true},
 	{"own connection refused", "cannot connect to mx.example.org (203.0.113.25:25): dial tcp 203.0.113.25:25: connect: connection refused", TempFailure, 0, "", false},
+	{"own connection closed", "connection problem: the server closed the connection", TempFailure, 0, "", false},
+	{"own send cut off", "connection lost while sending the message: the server closed the connection", TempFailure, 0, "", false},
 	{"own TLS failed", "TLS negotiation failed with mx.example.org: tls: failed to verify certificate: x509: certificate signed by unknown authority", TLSRequired, 0, "", false},
 	{"own queued", "250 2.0.0 Ok: queued as 4Bf3mk1Xy2z", Accepted, 250, "2.0.0", false},
 	// Sluice's session replies before TLS and on the wire (submit/pretls.go,

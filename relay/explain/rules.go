@@ -234,7 +234,7 @@ var rules = []rule{
 		return !t.permanent() && t.has("busy", "temporar", "try again", "try later", "service not available",
 			"service unavailable", "closing transmission channel", "closing connection", "error in processing",
 			"local error", "system storage", "timeout", "timed out", "connection refused", "connection reset",
-			"cannot connect", "could not connect", "no route", "unreachable", "lookup", "dns", "eof", "broken pipe",
+			"cannot connect", "could not connect", "closed the connection", "no route", "unreachable", "lookup", "dns", "eof", "broken pipe",
 			"greeting", "i/o", "resource", "congestion", "overloaded", "shutting down", "not available")
 	}},
 }

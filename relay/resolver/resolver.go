@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -89,7 +90,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 		in, _, err = c.ExchangeContext(ctx, m, r.Server)
 	}
 	if err != nil {
-		return nil, &net.DNSError{Err: cause(err), Name: name, Server: r.Server, IsTemporary: true, IsTimeout: isTimeout(err)}
+		return nil, &net.DNSError{Err: Cause(err), Name: name, Server: r.Server, IsTemporary: true, IsTimeout: isTimeout(err)}
 	}
 	if in.Rcode != dns.RcodeSuccess && in.Rcode != dns.RcodeNameError {
 		return nil, &net.DNSError{Err: dns.RcodeToString[in.Rcode], Name: name, Server: r.Server, IsTemporary: true}
@@ -141,10 +142,21 @@ func negativeTTL(in *dns.Msg, max time.Duration) time.Duration {
 	return min(60*time.Second, max)
 }
 
-// cause is a query error as net.Resolver words it ("i/o timeout",
-// "connection refused"), without the local and server addresses of Go's
-// network error: the server is in DNSError.Server.
-func cause(err error) string {
+// Cause is what went wrong, in the words net.Resolver uses ("i/o
+// timeout", "connection refused"), for a text that already names the host
+// or server: a DNS error without the server's address ("SERVFAIL"), a
+// network error without Go's operation and socket addresses ("dial tcp
+// 192.0.2.1:25: connect: connection refused" is "connection refused"), an
+// end of input as the peer closing the connection; anything else as it
+// is. The relay's DSN reply lines use it as well.
+func Cause(err error) string {
+	var de *net.DNSError
+	if errors.As(err, &de) && de.Err != "" {
+		return de.Err
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "the server closed the connection"
+	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
 		err = op.Err

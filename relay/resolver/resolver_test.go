@@ -3,6 +3,8 @@ package resolver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -250,5 +252,37 @@ func TestUnreachableServerError(t *testing.T) {
 	}
 	if de.Err == "" || strings.Contains(de.Err, "127.0.0.1") || strings.Contains(de.Err, "udp") {
 		t.Errorf("DNSError.Err %q, want the cause alone (such as \"connection refused\")", de.Err)
+	}
+}
+
+// The reasons a DSN gives for a connection or DNS problem say what went
+// wrong without Go's operation and socket addresses.
+func TestCause(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	_, refused := net.Dial("tcp", closed)
+	if refused == nil {
+		t.Fatalf("a connection to the closed port %s succeeded", closed)
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"dial refused", refused, "connection refused"},
+		{"wrapped", fmt.Errorf("greeting: %w", refused), "connection refused"},
+		{"DNS", &net.DNSError{Err: "i/o timeout", Name: "remote.test.", Server: "10.0.0.53:53", IsTimeout: true}, "i/o timeout"},
+		{"end of input", fmt.Errorf("EHLO: %w", io.EOF), "the server closed the connection"},
+		{"other", errors.New("unexpected AUTH LOGIN challenge"), "unexpected AUTH LOGIN challenge"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Cause(tc.err); got != tc.want {
+				t.Errorf("Cause(%v) = %q, want %q", tc.err, got, tc.want)
+			}
+		})
 	}
 }
