@@ -59,8 +59,8 @@ type journal struct {
 	bytes   int
 	recs    [][]byte  // records of the batch being gathered, written as they are
 	pending []*jentry // messages in recs
-	open    uint64 // number of the batch being gathered
-	done    uint64 // the last batch written and synced
+	open    uint64    // number of the batch being gathered
+	done    uint64    // the last batch written and synced
 	writing bool
 	err     error // a write or sync failed: the journal takes no more
 	// resumeAt, when set, is when the journal tries again after a write
