@@ -105,7 +105,7 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, int, error) 
 			r.log.Info("delivery", "id", id, "rcpt", o.rcpt, "result", status, "host", o.host, "attempt", st.Attempts,
 				"category", category, "reply", o.reply)
 			if r.OnResult != nil {
-				r.OnResult(id, o.rcpt, status, category, r.now().Sub(env.Received))
+				r.OnResult(env, o.rcpt, status, category, r.now().Sub(env.Received))
 			}
 		}
 	}
@@ -127,7 +127,7 @@ func (r *Relay) attempt(ctx context.Context, id string) (time.Time, int, error) 
 			r.log.Info("delivery", "id", id, "rcpt", rc, "result", "failed", "host", o.host, "attempt", st.Attempts,
 				"category", category, "reply", summary)
 			if r.OnResult != nil {
-				r.OnResult(id, rc, spool.RcptFailed, category, r.now().Sub(env.Received))
+				r.OnResult(env, rc, spool.RcptFailed, category, r.now().Sub(env.Received))
 			}
 		}
 		pending = nil

@@ -81,7 +81,7 @@ func benchDelivery(b *testing.B, ip string, port int) {
 		Retry: []time.Duration{time.Second}, MaxAge: time.Hour,
 		ConnectTimeout: 5 * time.Second, CommandTimeout: 30 * time.Second, IdleConnTimeout: 30 * time.Second,
 	}, sp, resolver.New(dns.Addr), nil, nil, nil, slog.New(slog.DiscardHandler))
-	rl.OnResult = func(_, _, status, _ string, _ time.Duration) {
+	rl.OnResult = func(_ *spool.Envelope, _, status, _ string, _ time.Duration) {
 		if status != "delivered" {
 			other.Add(1)
 		}

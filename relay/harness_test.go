@@ -687,7 +687,8 @@ type resultLog struct {
 	list []result
 }
 
-func (l *resultLog) add(id, rcpt, status, category string, _ time.Duration) {
+func (l *resultLog) add(env *spool.Envelope, rcpt, status, category string, _ time.Duration) {
+	id := env.ID
 	l.mu.Lock()
 	l.list = append(l.list, result{id, rcpt, status, category})
 	l.mu.Unlock()

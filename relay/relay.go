@@ -66,8 +66,9 @@ type Relay struct {
 	suppress *Suppressions
 	now      func() time.Time
 
-	// OnResult, when set, is called after each recipient's outcome.
-	OnResult func(id, rcpt, status, category string, latency time.Duration)
+	// OnResult, when set, is called after each recipient's outcome, with
+	// the message's envelope (not to be changed).
+	OnResult func(env *spool.Envelope, rcpt, status, category string, latency time.Duration)
 
 	mu      sync.Mutex
 	due     dueHeap

@@ -191,13 +191,12 @@ func (t *toldUntil) first(key string, now, then time.Time) bool {
 
 // relayResults is the relay's OnResult: delivery metrics, and the
 // message.bounced and message.delivered events, which name the login and
-// sender of the message (read from its spool envelope, still there while
-// the relay reports) so that a platform can tell whose mail it was.
-func relayResults(met *metrics, out *webhook.Outbox, sp *spool.Spool) func(id, rcpt, status, category string, latency time.Duration) {
-	return func(id, rcpt, status, category string, latency time.Duration) {
-		met.delivery(id, rcpt, status, category, latency)
+// sender of the message so that a platform can tell whose mail it was.
+func relayResults(met *metrics, out *webhook.Outbox) func(env *spool.Envelope, rcpt, status, category string, latency time.Duration) {
+	return func(env *spool.Envelope, rcpt, status, category string, latency time.Duration) {
+		met.delivery(env, rcpt, status, category, latency)
 		var typ string
-		data := map[string]any{"queue_id": id, "rcpt": rcpt}
+		data := map[string]any{"queue_id": env.ID, "rcpt": rcpt, "login": env.Login, "from": env.From}
 		switch status {
 		case "failed":
 			typ, data["category"] = webhook.MessageBounced, category
@@ -208,10 +207,6 @@ func relayResults(met *metrics, out *webhook.Outbox, sp *spool.Spool) func(id, r
 		}
 		if !out.Wants(typ) {
 			return
-		}
-		if env, rc, err := sp.Open(id); err == nil {
-			rc.Close()
-			data["login"], data["from"] = env.Login, env.From
 		}
 		out.Emit(typ, data)
 	}

@@ -120,7 +120,7 @@ func (m *metrics) Auth(mechanism, result string) { m.auth.WithLabelValues(mechan
 func (m *metrics) Message(verdict, stage string) { m.messages.WithLabelValues(verdict, stage).Inc() }
 
 // delivery is the relay's OnResult.
-func (m *metrics) delivery(_, _, status, category string, latency time.Duration) {
+func (m *metrics) delivery(_ *spool.Envelope, _, status, category string, latency time.Duration) {
 	m.deliveries.WithLabelValues(status, category).Inc()
 	if status == "delivered" {
 		m.latency.Observe(latency.Seconds())

@@ -143,7 +143,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	sp.OnEnqueue = rl.Enqueued
-	rl.OnResult = relayResults(met, out, sp)
+	rl.OnResult = relayResults(met, out)
 
 	// Listen on everything first, so that a taken port is one clear error
 	// before anything is served.
