@@ -52,7 +52,6 @@ func (p *plainServer) Next(response []byte) ([]byte, bool, error) {
 	}
 	if response == nil {
 		// No initial response: ask for it with an empty challenge.
-		p.done = false
 		return []byte{}, false, nil
 	}
 	p.done = true

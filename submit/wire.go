@@ -53,6 +53,7 @@ type wireConn struct {
 
 	// Read side: only go-smtp's connection goroutine reads.
 	pending  []byte // read from TLS, not yet scanned or handed out
+	spare    []byte // pending's buffer, kept for the next pipelined group
 	rerr     error  // error of a read whose bytes are still pending
 	inData   bool
 	st       dotState
@@ -174,7 +175,8 @@ func (w *wireConn) Read(p []byte) (int, error) {
 		}
 		k := w.scan(p[:n], n, err != nil)
 		if k < n {
-			w.pending = append([]byte(nil), p[k:n]...)
+			w.spare = append(w.spare[:0], p[k:n]...)
+			w.pending = w.spare
 		}
 		if k > 0 {
 			return k, nil

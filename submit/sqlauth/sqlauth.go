@@ -34,7 +34,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,10 +70,6 @@ type Backend struct {
 	queries atomic.Uint64
 
 	pwQ, grantsQ, quotaQ query
-	// hashSlots bounds concurrent password verifications to the CPUs:
-	// hashing is CPU-bound, and an argon2id hash as PHP and doveadm write
-	// it takes 64 MiB, so 50 at once would take 3 GiB.
-	hashSlots chan struct{}
 
 	mu      sync.Mutex
 	cache   map[string]cached
@@ -113,8 +108,7 @@ func open(cfg Config, checkOnly bool) (*Backend, error) {
 	if strings.TrimSpace(cfg.PasswordQuery) == "" {
 		return nil, errors.New("[auth.sql] password_query is required")
 	}
-	b := &Backend{cfg: cfg, cache: map[string]cached{}, flights: map[string]*flight{},
-		hashSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
+	b := &Backend{cfg: cfg, cache: map[string]cached{}, flights: map[string]*flight{}}
 	var err error
 	if b.pwQ, err = newQuery(cfg.Driver, "password_query", cfg.PasswordQuery); err != nil {
 		return nil, err
@@ -240,7 +234,10 @@ func (b *Backend) store(ck string, l *submit.Login, expires time.Time) {
 }
 
 // lookup asks the database and checks the password. Each trip to the
-// database has its own timeout; waiting for a CPU to hash on is not one.
+// database has its own timeout; waiting for a CPU to hash on is not one
+// (userdb.CheckPassword runs one verification per CPU at a time: hashing
+// is CPU-bound, and an argon2id hash as PHP and doveadm write it takes
+// 64 MiB).
 func (b *Backend) lookup(ctx context.Context, login, password string) (*submit.Login, error) {
 	qctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	rec, err := b.record(qctx, login)
@@ -248,18 +245,11 @@ func (b *Backend) lookup(ctx context.Context, login, password string) (*submit.L
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: password_query: %v", ErrUnavailable, err)
 	}
-	select {
-	case b.hashSlots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: waiting to verify the password: %v", ErrUnavailable, ctx.Err())
-	}
 	if err != nil { // unknown login: cost the same time as a wrong password
 		userdb.CheckUnknown(password)
-		<-b.hashSlots
 		return nil, submit.ErrBadCredentials
 	}
 	ok, err := userdb.CheckPassword(rec.hash, password)
-	<-b.hashSlots
 	if err != nil {
 		// A hash Sluice cannot read: the operator must fix the row. Not
 		// "wrong password", since the password may be right.
