@@ -56,6 +56,21 @@ type Key struct {
 	File      string    `json:"file"` // private key, relative to the keyring dir
 
 	signer crypto.Signer
+	pub    string // PublicKeyBase64, derived once by setSigner
+}
+
+// setSigner sets the parsed private key and derives the public key's
+// record value from it, once per load rather than once per use (the
+// pre-check compares it with the DNS for every message it judges).
+func (k *Key) setSigner(s crypto.Signer) {
+	k.signer = s
+	switch pub := s.Public().(type) {
+	case ed25519.PublicKey:
+		k.pub = base64.StdEncoding.EncodeToString(pub)
+	default:
+		der, _ := x509.MarshalPKIXPublicKey(pub)
+		k.pub = base64.StdEncoding.EncodeToString(der)
+	}
 }
 
 // Signer returns the parsed private key (loaded once, at reload).
@@ -65,15 +80,7 @@ func (k *Key) Signer() crypto.Signer { return k.signer }
 func (k *Key) Name() string { return k.Selector + "._domainkey." + k.Domain }
 
 // PublicKeyBase64 is the p= value of the key's TXT record.
-func (k *Key) PublicKeyBase64() string {
-	switch pub := k.signer.Public().(type) {
-	case ed25519.PublicKey:
-		return base64.StdEncoding.EncodeToString(pub)
-	default:
-		der, _ := x509.MarshalPKIXPublicKey(pub)
-		return base64.StdEncoding.EncodeToString(der)
-	}
-}
+func (k *Key) PublicKeyBase64() string { return k.pub }
 
 // TXT is the exact record value to publish.
 func (k *Key) TXT() string {
@@ -145,7 +152,7 @@ func (k *Keyring) Reload() error {
 		if err != nil {
 			return fmt.Errorf("dkim: key %s: %w", key.Name(), err)
 		}
-		key.signer = s
+		key.setSigner(s)
 	}
 	k.set(keys, fi.ModTime(), fi.Size())
 	return nil
@@ -281,7 +288,8 @@ func (k *Keyring) Generate(domain, selector, algo string) ([]*Key, error) {
 			if err := spool.ReplaceFile(filepath.Join(k.dir, file), pemBytes, 0o600); err != nil {
 				return nil, err
 			}
-			key := &Key{Domain: domain, Selector: sel, Algo: a, State: Pending, Created: time.Now().UTC(), File: file, signer: signer}
+			key := &Key{Domain: domain, Selector: sel, Algo: a, State: Pending, Created: time.Now().UTC(), File: file}
+			key.setSigner(signer)
 			if !hasActive {
 				key.State, key.Activated = Active, key.Created
 			}

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Suspender marks a login suspended with a reason (the user file, or a
@@ -177,29 +175,18 @@ func (m *MemoryStore) NewRecipients(_ context.Context, tag, login string, rcpts 
 // historyTTL is how long a recipient counts as known.
 const historyTTL = 30 * 24 * time.Hour
 
-var seenScript = redis.NewScript(`
-local n = 0
-for i = 1, #ARGV - 1 do n = n + redis.call('SADD', KEYS[1], ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[#ARGV]))
-return n
-`)
-
 // seenKey is the Redis set of the recipients login has written to.
 func seenKey(tag, login string) string { return "sluice:seen:{" + tag + "}:" + login }
 
 // NewRecipients implements RecipientHistory in Redis: one set per login,
 // hash-tagged like the quota keys, expiring after 30 days without mail.
 func (r *RedisStore) NewRecipients(ctx context.Context, tag, login string, rcpts []string) (int, error) {
-	args := make([]any, 0, len(rcpts)+1)
-	for _, rc := range rcpts {
-		args = append(args, strings.ToLower(rc))
-	}
-	args = append(args, historyTTL.Milliseconds())
-	n, err := seenScript.Run(ctx, r.rdb, []string{seenKey(tag, login)}, args...).Int()
+	sc := r.seenCall("seen", tag, login, "", rcpts)
+	res, err := quotaScript.Run(ctx, r.rdb, sc.keys, sc.args...).Int64Slice()
 	if err != nil {
 		return 0, fmt.Errorf("%w: recipient history: %v", ErrStore, err)
 	}
-	return n, nil
+	return countResult(res)
 }
 
 // dailyVolumeKey names the login's 24-hour volume counter. It must differ

@@ -245,7 +245,7 @@ func TestCompromiseRedisScriptCacheLost(t *testing.T) {
 		}
 		calls := []scriptCall{
 			hourly.countCall("example.test", "vol:"+login, nowID(), 1),
-			hourly.countNewCall("example.test", login, nowID(), []string{fmt.Sprintf("x%d@remote.test", i)}),
+			hourly.seenCall("countnew", "example.test", login, nowID(), []string{fmt.Sprintf("x%d@remote.test", i)}),
 		}
 		if _, err := runBatch(ctx, rdb, calls); err != nil {
 			t.Fatal(err)
@@ -265,5 +265,32 @@ func TestCompromiseRedisScriptCacheLost(t *testing.T) {
 	}
 	if n := cmpUsed(t, c.Hourly, "new:"+login); n != 4 {
 		t.Errorf("first-time recipients this hour: %d, want 4 (each call once)", n)
+	}
+}
+
+// TestRecipientHistory: a recipient counts as new once, in any case of
+// its address, in memory and in Redis (the history the rule uses when its
+// stores are not one Redis).
+func TestRecipientHistory(t *testing.T) {
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			h, _ := compromiseStores(t, kind)
+			ctx := context.Background()
+			for _, c := range []struct {
+				rcpts []string
+				want  int
+			}{
+				{[]string{"a@remote.test", "b@remote.test"}, 2},
+				{[]string{"A@Remote.TEST", "b@remote.test", "c@remote.test"}, 1},
+				{[]string{"c@remote.test"}, 0},
+			} {
+				if n, err := h.NewRecipients(ctx, "example.test", "shop@example.test", c.rcpts); n != c.want || err != nil {
+					t.Errorf("NewRecipients(%v) = %d, %v; want %d new", c.rcpts, n, err, c.want)
+				}
+			}
+			if n, _ := h.NewRecipients(ctx, "example.test", "other@example.test", []string{"a@remote.test"}); n != 1 {
+				t.Errorf("another login's first recipient: %d new, want 1", n)
+			}
+		})
 	}
 }

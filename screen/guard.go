@@ -75,8 +75,8 @@ end
 return k
 `)
 
-// FingerprintKeyName is the Redis key of the shared fingerprint key.
-const FingerprintKeyName = "sluice:auth:fpkey"
+// fingerprintKeyName is the Redis key of the shared fingerprint key.
+const fingerprintKeyName = "sluice:auth:fpkey"
 
 func guardKeys(kind, id string) []string {
 	p := "sluice:auth:{" + kind + ":" + id + "}"
@@ -123,9 +123,9 @@ func (g *RedisGuard) Failed(ctx context.Context, login, ip, fp string) (loginUnt
 	return loginUntil, ipUntil, nil
 }
 
-// FingerprintKeyTTL is how long the shared key lives without being
+// fingerprintKeyTTL is how long the shared key lives without being
 // fetched: twice the failure window, at least 10 minutes.
-func (g *RedisGuard) FingerprintKeyTTL() time.Duration {
+func (g *RedisGuard) fingerprintKeyTTL() time.Duration {
 	return max(2*g.window, 10*time.Minute)
 }
 
@@ -139,10 +139,10 @@ func (g *RedisGuard) FingerprintKey(ctx context.Context) ([]byte, error) {
 	if g.key != nil && time.Since(g.keyAt) < time.Minute {
 		return g.key, nil
 	}
-	ttl := g.FingerprintKeyTTL()
+	ttl := g.fingerprintKeyTTL()
 	fresh := make([]byte, 32)
 	rand.Read(fresh)
-	k, err := fpKeyScript.Run(ctx, g.rdb, []string{FingerprintKeyName}, hex.EncodeToString(fresh), ttl.Milliseconds()).Text()
+	k, err := fpKeyScript.Run(ctx, g.rdb, []string{fingerprintKeyName}, hex.EncodeToString(fresh), ttl.Milliseconds()).Text()
 	if err != nil {
 		if g.key != nil {
 			return g.key, nil

@@ -38,9 +38,9 @@ func TestRedisGuardSharesFingerprintKey(t *testing.T) {
 	if err != nil || !bytes.Equal(ka, kb) {
 		t.Fatalf("instances got different keys: %q and %q (%v)", ka, kb, err)
 	}
-	ttl, err := rdb.PTTL(ctx, FingerprintKeyName).Result()
-	if err != nil || ttl <= 15*time.Minute || ttl > a.FingerprintKeyTTL() {
-		t.Fatalf("fingerprint key TTL %v (%v), want more than the 15m window and at most %v", ttl, err, a.FingerprintKeyTTL())
+	ttl, err := rdb.PTTL(ctx, fingerprintKeyName).Result()
+	if err != nil || ttl <= 15*time.Minute || ttl > a.fingerprintKeyTTL() {
+		t.Fatalf("fingerprint key TTL %v (%v), want more than the 15m window and at most %v", ttl, err, a.fingerprintKeyTTL())
 	}
 	// A restarted instance (new guard) still gets the same key.
 	c := NewRedisGuard(guardRedis(t, srv), 3, 10, 15*time.Minute, time.Minute)

@@ -46,9 +46,19 @@ func (m *Message) parse() {
 	m.header, m.bodyOff = splitFields(m.Raw)
 }
 
-// splitFields splits the header section into unfolded fields.
+// splitFields splits the header section into unfolded fields. A folded
+// field's value is built in one buffer, so that a field of many
+// continuation lines costs time in proportion to its size, not its square.
 func splitFields(raw []byte) ([]field, int) {
 	var fs []field
+	var fold []byte // the last field's value while its continuation lines are read
+	folding := false
+	endFold := func() {
+		if folding {
+			fs[len(fs)-1].value = string(fold)
+			fold, folding = fold[:0], false
+		}
+	}
 	pos := 0
 	for pos < len(raw) {
 		end := bytes.Index(raw[pos:], []byte("\r\n"))
@@ -59,17 +69,23 @@ func splitFields(raw []byte) ([]field, int) {
 			next = pos + end + 2
 		}
 		if len(line) == 0 {
+			endFold()
 			return fs, next
 		}
 		if (line[0] == ' ' || line[0] == '\t') && len(fs) > 0 {
 			f := &fs[len(fs)-1]
-			f.value += " " + strings.TrimLeft(string(line), " \t")
+			if !folding {
+				fold, folding = append(fold[:0], f.value...), true
+			}
+			fold = append(append(fold, ' '), bytes.TrimLeft(line, " \t")...)
 			f.rawLen = max(f.rawLen, len(line))
 		} else if i := bytes.IndexByte(line, ':'); i > 0 {
+			endFold()
 			fs = append(fs, field{name: string(line[:i]), value: strings.TrimLeft(string(line[i+1:]), " \t"), rawLen: len(line)})
 		}
 		pos = next
 	}
+	endFold()
 	return fs, len(raw)
 }
 
@@ -91,7 +107,7 @@ func (m *Message) Body() []byte {
 	return m.Raw[m.bodyOff:]
 }
 
-var addrParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil }}}
+var addrParser = mail.AddressParser{WordDecoder: wordDecoder}
 
 // Addresses returns the addresses of the header fields called name,
 // lower-cased; fields that do not parse give nothing.
@@ -184,6 +200,8 @@ func walk(h map[string]string, body []byte, depth int, parts *[]Part) error {
 	return nil
 }
 
+// wordDecoder decodes RFC 2047 encoded words (in addresses and file
+// names) and passes the bytes of charsets other than UTF-8 through.
 var wordDecoder = &mime.WordDecoder{CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil }}
 
 // filename is the part's file name, decoded (RFC 2231 by ParseMediaType,

@@ -44,33 +44,37 @@ func runBatch(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall
 		if !ok {
 			return nil, fmt.Errorf("batch: answer %d is %T", i, r)
 		}
-		for _, v := range vals {
+		out[i] = make([]int64, len(vals))
+		for j, v := range vals {
 			n, ok := v.(int64)
 			if !ok {
 				return nil, fmt.Errorf("batch: answer %d holds %T", i, v)
 			}
-			out[i] = append(out[i], n)
+			out[i][j] = n
 		}
 	}
 	return out, nil
 }
 
-// countCall is Count as a pipelined call.
+// countCall is Count as a call of a batch.
 func (r *RedisStore) countCall(tag, key, id string, n int) scriptCall {
-	return scriptCall{quotaKeys(tag, key),
-		[]any{"count", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", n, id, 0}}
+	return r.call("count", Charge{Tag: tag, Scopes: []Scope{{Key: key}}, ID: id, N: n})
 }
 
-// countNewCall records rcpts in the login's recipient history (as
-// NewRecipients does) and counts those that were new under "new:LOGIN",
-// in one script: its answer's total is -1 when none was new.
-func (r *RedisStore) countNewCall(tag, login, id string, rcpts []string) scriptCall {
+// seenCall adds rcpts to the login's recipient history. Its op "seen"
+// answers how many were new (NewRecipients); "countnew" also counts those
+// under "new:LOGIN", and its answer's total is -1 when none was new.
+func (r *RedisStore) seenCall(op, tag, login, id string, rcpts []string) scriptCall {
 	args := make([]any, 0, 7+len(rcpts))
-	args = append(args, "countnew", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 0, id, historyTTL.Milliseconds())
+	args = append(args, op, r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 0, id, historyTTL.Milliseconds())
 	for _, rc := range rcpts {
 		args = append(args, strings.ToLower(rc))
 	}
-	return scriptCall{append(quotaKeys(tag, "new:"+login), seenKey(tag, login)), args}
+	keys := []string{seenKey(tag, login)}
+	if op == "countnew" {
+		keys = append(quotaKeys(tag, "new:"+login), keys...)
+	}
+	return scriptCall{keys, args}
 }
 
 // compromiseCounts does the compromise rule's counting against Redis in
@@ -80,7 +84,7 @@ func (r *RedisStore) countNewCall(tag, login, id string, rcpts []string) scriptC
 func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login, id string, rcpts []string, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
 	var calls []scriptCall
 	if wantNew {
-		calls = append(calls, hourly.countNewCall(tag, login, id, rcpts))
+		calls = append(calls, hourly.seenCall("countnew", tag, login, id, rcpts))
 	}
 	if wantVolume {
 		calls = append(calls, hourly.countCall(tag, "vol:"+login, id, len(rcpts)), daily.countCall(tag, dailyVolumeKey(login), id, len(rcpts)))

@@ -37,10 +37,11 @@ func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
 // quotaScript does reserve, commit, release, usage and reset. It returns
 // {0, now} on success or {1, scopeIndex, used, nextFitMs, now} when a scope
 // is full; for usage {used, reserved, oldestMs, now}; for count {0, now,
-// total}. countnew is count with n the number of ARGV[8...] (recipients)
-// that were not yet in the set KEYS[5] (the login's recipient history,
-// given the TTL ARGV[7] ms): {0, now, total}, or {0, now, -1} when none
-// was new (nothing counted).
+// total}. seen adds ARGV[8...] (recipients) to the set that is the last
+// key (the login's recipient history, given the TTL ARGV[7] ms) and
+// answers {0, now, how many were new}; countnew does the same and then
+// count with n that number: {0, now, total}, or {0, now, -1} when none was
+// new (nothing counted).
 var quotaScript = redis.NewScript(`
 local function run(KEYS, ARGV)
   local t = redis.call('TIME')
@@ -122,10 +123,12 @@ local function run(KEYS, ARGV)
     return {tonumber(redis.call('GET', k(1, 2)) or '0'), tonumber(redis.call('HGET', k(1, 4), '_sum') or '0'), oldest, now}
   end
 
-  if op == 'countnew' then
+  if op == 'seen' or op == 'countnew' then
+    local set = KEYS[#KEYS]
     n = 0
-    for j = 8, #ARGV do n = n + redis.call('SADD', KEYS[5], ARGV[j]) end
-    redis.call('PEXPIRE', KEYS[5], ARGV[7])
+    for j = 8, #ARGV do n = n + redis.call('SADD', set, ARGV[j]) end
+    redis.call('PEXPIRE', set, ARGV[7])
+    if op == 'seen' then return {0, now, n} end
     if n == 0 then return {0, now, -1} end
     op = 'count'
   end
@@ -204,16 +207,22 @@ func quotaKeys(tag string, keys ...string) []string {
 	return out
 }
 
-func (r *RedisStore) run(ctx context.Context, op string, c Charge) ([]int64, error) {
+// call is the quotaScript call of op for c: its keys and its arguments
+// (ARGV[1..6], then one limit per scope).
+func (r *RedisStore) call(op string, c Charge) scriptCall {
 	keys := make([]string, 0, len(c.Scopes))
+	args := make([]any, 0, 6+len(c.Scopes))
+	args = append(args, op, r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), c.Txn, c.N, c.ID)
 	for _, s := range c.Scopes {
 		keys = append(keys, s.Key)
-	}
-	args := []any{op, r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), c.Txn, c.N, c.ID}
-	for _, s := range c.Scopes {
 		args = append(args, s.Limit)
 	}
-	res, err := quotaScript.Run(ctx, r.rdb, quotaKeys(c.Tag, keys...), args...).Int64Slice()
+	return scriptCall{quotaKeys(c.Tag, keys...), args}
+}
+
+func (r *RedisStore) run(ctx context.Context, op string, c Charge) ([]int64, error) {
+	sc := r.call(op, c)
+	res, err := quotaScript.Run(ctx, r.rdb, sc.keys, sc.args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrStore, op, err)
 	}
@@ -267,10 +276,7 @@ func (r *RedisStore) Count(ctx context.Context, tag, key, id string, n int) (int
 	if err != nil {
 		return 0, err
 	}
-	if len(res) < 3 {
-		return 0, fmt.Errorf("%w: count: short answer", ErrStore)
-	}
-	return int(res[2]), nil
+	return countResult(res)
 }
 
 // Usage implements QuotaStore.

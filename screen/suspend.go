@@ -49,8 +49,7 @@ const (
 // method set:
 //
 //	Record(ctx, login, reason) (new bool, err)           suspend; new: it was not suspended
-//	Lookup(ctx, login) (*Suspension, error)              nil when not suspended
-//	State(ctx, login) (*Suspension, liftedAt, error)     the same, and when it was last lifted
+//	State(ctx, login) (*Suspension, liftedAt, error)     nil when not suspended, and when it was last lifted
 //	Suspended(ctx, login) (reason string, err error)     "" when not suspended
 //	Lift(ctx, login) (lifted bool, err error)            lifted: it was suspended
 //
@@ -137,6 +136,14 @@ func decodeSusp(login string, val []byte) (*Suspension, time.Time) {
 	return rec.suspension(login)
 }
 
+// reasonOf is the reason of a State answer ("" when not suspended).
+func reasonOf(s *Suspension, _ time.Time, err error) (string, error) {
+	if s == nil || err != nil {
+		return "", err
+	}
+	return s.Reason, nil
+}
+
 func (rec suspRecord) suspension(login string) (*Suspension, time.Time) {
 	if rec.State == suspLifted {
 		var at time.Time
@@ -148,19 +155,9 @@ func (rec suspRecord) suspension(login string) (*Suspension, time.Time) {
 	return &Suspension{Login: login, Reason: rec.Reason, Since: rec.Since}, time.Time{}
 }
 
-// Lookup returns the login's suspension, or nil.
-func (r *RedisSuspensions) Lookup(ctx context.Context, login string) (*Suspension, error) {
-	s, _, err := r.State(ctx, login)
-	return s, err
-}
-
 // Suspended returns the reason login is suspended, or "".
 func (r *RedisSuspensions) Suspended(ctx context.Context, login string) (string, error) {
-	s, _, err := r.State(ctx, login)
-	if s == nil || err != nil {
-		return "", err
-	}
-	return s.Reason, nil
+	return reasonOf(r.State(ctx, login))
 }
 
 // Lift ends the login's suspension on every instance and leaves the mark

@@ -110,19 +110,9 @@ func (f *FileSuspensions) State(_ context.Context, login string) (*Suspension, t
 	return sus, lifted, nil
 }
 
-// Lookup returns the login's suspension, or nil.
-func (f *FileSuspensions) Lookup(ctx context.Context, login string) (*Suspension, error) {
-	s, _, err := f.State(ctx, login)
-	return s, err
-}
-
 // Suspended returns the reason login is suspended, or "".
 func (f *FileSuspensions) Suspended(ctx context.Context, login string) (string, error) {
-	s, _, err := f.State(ctx, login)
-	if s == nil || err != nil {
-		return "", err
-	}
-	return s.Reason, nil
+	return reasonOf(f.State(ctx, login))
 }
 
 // Record suspends login with reason unless it is suspended already.
