@@ -292,3 +292,24 @@ func dialRaw(t testing.TB, addr string) *client {
 	t.Cleanup(func() { c.Close() })
 	return &client{t: t, conn: c, r: bufio.NewReader(c)}
 }
+
+// eachOnStoreError runs f as a subtest for each on_store_error mode:
+// "tempfail" (allow false) and "allow".
+func eachOnStoreError(t *testing.T, f func(t *testing.T, allow bool)) {
+	for _, allow := range []bool{false, true} {
+		name := "tempfail"
+		if allow {
+			name = "allow"
+		}
+		t.Run(name, func(t *testing.T) { f(t, allow) })
+	}
+}
+
+// wantStoreTempfail fails t unless r is 451 4.3.0 naming neither Redis
+// nor its address redisAddr.
+func wantStoreTempfail(t testing.TB, r response, redisAddr string) {
+	t.Helper()
+	if r.code != 451 || r.enhanced != "4.3.0" || strings.Contains(r.text, "redis") || strings.Contains(r.text, redisAddr) {
+		t.Fatalf("store down, tempfail: %v, want 451 4.3.0 without internals", r)
+	}
+}
