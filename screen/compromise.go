@@ -66,7 +66,7 @@ func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
 	if why == "" {
 		return nil
 	}
-	return c.suspend(ctx, m, why)
+	return c.suspend(m, why)
 }
 
 // oneRedis returns the rule's counters when all the stores it uses are
@@ -132,17 +132,21 @@ func (c *Compromise) judge(newTotal, hour, day int) string {
 	return ""
 }
 
-// suspend suspends the login for why and holds the message.
-func (c *Compromise) suspend(ctx context.Context, m *Message, why string) *Verdict {
+// suspend holds the message; the verdict suspends the login for why once
+// the pipeline lets it stand (an "allow" override for compromise does not).
+func (c *Compromise) suspend(m *Message, why string) *Verdict {
 	reason := SuspensionPrefix + why
-	if c.Suspend != nil {
-		if err := c.Suspend.Suspend(ctx, m.Login, reason); err != nil {
-			c.Log.Error("screen: could not suspend login", "login", m.Login, "err", err)
-		}
-	}
-	c.Log.Warn("screen: login suspended", "login", m.Login, "reason", reason)
+	login := m.Login
 	return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "compromise",
-		Message: fmt.Sprintf("login %s is %s; contact %s", m.Login, reason, c.Contact)}
+		Message: fmt.Sprintf("login %s is %s; contact %s", login, reason, c.Contact),
+		effect: func(ctx context.Context) {
+			if c.Suspend != nil {
+				if err := c.Suspend.Suspend(ctx, login, reason); err != nil {
+					c.Log.Error("screen: could not suspend login", "login", login, "err", err)
+				}
+			}
+			c.Log.Warn("screen: login suspended", "login", login, "reason", reason)
+		}}
 }
 
 // NewRecipients implements RecipientHistory in memory.

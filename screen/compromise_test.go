@@ -57,7 +57,7 @@ func testCompromiseBurst(t *testing.T, kind string) {
 		for j := 0; j < 10; j++ {
 			rcpts = append(rcpts, fmt.Sprintf("friend%d@remote.test", j))
 		}
-		if v := c.Check(context.Background(), &Message{Login: "info@example.test", Rcpts: rcpts}); v != nil {
+		if v := cmpCheck(context.Background(), c, &Message{Login: "info@example.test", Rcpts: rcpts}); v != nil {
 			t.Fatalf("known recipients flagged: %v", v)
 		}
 	}
@@ -68,7 +68,7 @@ func testCompromiseBurst(t *testing.T, kind string) {
 		for j := 0; j < 10; j++ {
 			rcpts = append(rcpts, fmt.Sprintf("stranger%d-%d@list.test", i, j))
 		}
-		v = c.Check(context.Background(), &Message{Login: "info@example.test", Rcpts: rcpts})
+		v = cmpCheck(context.Background(), c, &Message{Login: "info@example.test", Rcpts: rcpts})
 	}
 	if v == nil || v.Action != Hold || !strings.Contains(v.Message, "first-time recipients") || !strings.Contains(v.Message, "abuse@relay.test") {
 		t.Fatalf("burst: %+v", v)
@@ -90,7 +90,7 @@ func testCompromiseVolume(t *testing.T, kind string) {
 	c := &Compromise{VolumeMultiple: 5, MinVolume: 20, Hourly: hourly, Daily: daily, Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
 	// A new login has no usual volume: never flagged by volume alone.
 	for i := 0; i < 30; i++ {
-		if v := c.Check(context.Background(), &Message{Login: "new@example.test", Rcpts: []string{"a@remote.test"}}); v != nil {
+		if v := cmpCheck(context.Background(), c, &Message{Login: "new@example.test", Rcpts: []string{"a@remote.test"}}); v != nil {
 			t.Fatalf("new login flagged: %v", v)
 		}
 	}
@@ -99,7 +99,7 @@ func testCompromiseVolume(t *testing.T, kind string) {
 	daily.Count(context.Background(), "example.test", dailyVolumeKey("old@example.test"), "history", 46)
 	var v *Verdict
 	for i := 0; i < 30 && v == nil; i++ {
-		v = c.Check(context.Background(), &Message{Login: "old@example.test", Rcpts: []string{"a@remote.test"}})
+		v = cmpCheck(context.Background(), c, &Message{Login: "old@example.test", Rcpts: []string{"a@remote.test"}})
 	}
 	if v == nil || !strings.Contains(v.Message, "usual") || sus["old@example.test"] == "" {
 		t.Fatalf("volume spike not caught: %+v %v", v, sus)
@@ -123,7 +123,7 @@ func TestCompromiseConcurrentNewLogin(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for i := 0; i < 4; i++ {
-						c.Check(context.Background(), &Message{Login: "burst@example.test", Rcpts: []string{"a@remote.test"}})
+						cmpCheck(context.Background(), c, &Message{Login: "burst@example.test", Rcpts: []string{"a@remote.test"}})
 					}
 				}()
 			}
@@ -215,7 +215,7 @@ func TestCompromiseRedisOneRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := trips.n.Load()
-			if v := c.Check(ctx, &Message{Login: login, Rcpts: tc.rcpts}); v != nil {
+			if v := cmpCheck(ctx, c, &Message{Login: login, Rcpts: tc.rcpts}); v != nil {
 				t.Fatal(v)
 			}
 			if n := trips.n.Load() - before; n != 1 {
@@ -254,7 +254,7 @@ func TestCompromiseRedisScriptCacheLost(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if v := c.Check(ctx, &Message{Login: login, Rcpts: []string{"e@remote.test", "f@remote.test"}}); v != nil {
+	if v := cmpCheck(ctx, c, &Message{Login: login, Rcpts: []string{"e@remote.test", "f@remote.test"}}); v != nil {
 		t.Fatal(v)
 	}
 	if n := cmpUsed(t, c.Hourly, "vol:"+login); n != 1+1+2 {
@@ -290,6 +290,47 @@ func TestRecipientHistory(t *testing.T) {
 			}
 			if n, _ := h.NewRecipients(ctx, "example.test", "other@example.test", []string{"a@remote.test"}); n != 1 {
 				t.Errorf("another login's first recipient: %d new, want 1", n)
+			}
+		})
+	}
+}
+
+// cmpCheck runs c as the pipeline does: the effect of its verdict (the
+// suspension) applied.
+func cmpCheck(ctx context.Context, c *Compromise, m *Message) *Verdict {
+	v := c.Check(ctx, m)
+	if v != nil && v.effect != nil {
+		v.effect(ctx)
+	}
+	return v
+}
+
+// An "allow" override for compromise lets the message through and leaves
+// the login alone: the suspension is part of the verdict the override
+// replaces, not done before it is looked at.
+func TestCompromiseAllowOverrideDoesNotSuspend(t *testing.T) {
+	sus := suspendLog{}
+	for _, override := range []string{"allow", ""} {
+		t.Run("override="+override, func(t *testing.T) {
+			clear(sus)
+			c := &Compromise{NewRecipientsPerHour: 5, Hourly: NewMemoryStore(StoreConfig{Window: time.Hour}),
+				Daily: NewMemoryStore(StoreConfig{Window: 24 * time.Hour}), History: NewMemoryStore(StoreConfig{Window: time.Hour}),
+				Suspend: sus, Contact: "abuse@relay.test", Log: quiet}
+			p := &Pipeline{Rules: []Rule{c}, Log: quiet, Overrides: map[string]ActionOverrides{}}
+			if override != "" {
+				p.Overrides["shop@example.test"] = ActionOverrides{"compromise": override}
+			}
+			var rcpts []string
+			for i := 0; i < 10; i++ {
+				rcpts = append(rcpts, fmt.Sprintf("stranger%d@list.test", i))
+			}
+			out := p.Run(context.Background(), &Message{Login: "shop@example.test", Rcpts: rcpts})
+			_, suspended := sus["shop@example.test"]
+			if override == "allow" && (out.Verdict != nil || suspended) {
+				t.Fatalf("allow override: verdict %v, suspended %v; want neither", out.Verdict, suspended)
+			}
+			if override == "" && (out.Verdict == nil || !suspended) {
+				t.Fatalf("no override: verdict %v, suspended %v; want a hold and a suspension", out.Verdict, suspended)
 			}
 		})
 	}

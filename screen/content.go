@@ -71,6 +71,9 @@ func (p *Pipeline) Run(ctx context.Context, m *Message) Outcome {
 		case "hold":
 			v = asAction(v, Hold)
 		}
+		if v.effect != nil {
+			v.effect(ctx)
+		}
 		if p.OnVerdict != nil {
 			p.OnVerdict(v.Rule, v.Action)
 		}

@@ -240,7 +240,7 @@ func TestRedisKeysAlwaysHaveTTL(t *testing.T) {
 	}
 	daily := NewRedisStore(rdb, StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
 	c := &Compromise{NewRecipientsPerHour: 100, VolumeMultiple: 10, MinVolume: 100, History: daily, Hourly: s, Daily: daily, Log: quiet}
-	if v := c.Check(ctx, &Message{Login: "g@example.test", Rcpts: []string{"r@remote.test"}}); v != nil {
+	if v := cmpCheck(ctx, c, &Message{Login: "g@example.test", Rcpts: []string{"r@remote.test"}}); v != nil {
 		t.Fatal(v)
 	}
 	keys, err := rdb.Keys(ctx, "*").Result()

@@ -5,7 +5,10 @@
 // knows nothing of the SMTP server's types.
 package screen
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // Action is what a verdict does with a message.
 type Action int
@@ -35,6 +38,10 @@ type Verdict struct {
 	// Headers are the header fields (each ending in CRLF) a Mark verdict
 	// puts in front of the message, before it is signed.
 	Headers []byte
+	// effect, when set, is what the verdict does beyond its reply (the
+	// compromise rule's suspension). Pipeline.Run applies it unless an
+	// override turns the verdict into "allow".
+	effect func(ctx context.Context)
 }
 
 func (v *Verdict) Error() string {
