@@ -54,8 +54,9 @@ mkdir -p "$WORK/redis"
 free_port REDIS_PORT
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$WORK/redis" --logfile "$WORK/redis.log" &
-PIDS+=("$!")
-wait_tcp "$REDIS_PORT" "${PIDS[-1]}" || die "redis-server did not start: $(tail -5 "$WORK/redis.log")"
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_tcp "$REDIS_PORT" "$REDIS_PID" || die "redis-server did not start: $(tail -5 "$WORK/redis.log")"
 log "redis-server on 127.0.0.1:$REDIS_PORT"
 
 # --- DKIM keys and the DNS zone ---------------------------------------------
@@ -158,8 +159,18 @@ sink_count() {
     cut -d' ' -f1 < "$WORK/sink.count"
   fi
 }
-# cpu_ticks: user+system clock ticks of sluice serve (and what runs below it) so far.
-cpu_ticks() { tree_ticks "$SERVE_PID"; }
+# cpu_ticks: user+system clock ticks so far of sluice serve (and what runs
+# below it), then of redis-server.
+cpu_ticks() { tree_ticks "$SERVE_PID" "$REDIS_PID"; }
+# redis_calls: the script runs Redis has done so far, then all the commands
+# it has run (those the scripts ran included).
+redis_calls() {
+  if command -v redis-cli >/dev/null; then
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[:=,]' '
+      /^cmdstat_/ { all += $3; if ($1 ~ /^cmdstat_(eval|evalsha)$/) top += $3 }
+      END { print top + 0, all + 0 }'
+  else echo 0 0; fi
+}
 
 warm_up
 LOAD_BEFORE=$(loadavg)
@@ -172,8 +183,9 @@ spool_gauge() {
   echo "${v:-0}"
 }
 bench_run() { # NAME CONCURRENCY REUSE [FLAG...]
-  local json=$WORK/$1.json t0 t1 q drained cpu sampler
+  local json=$WORK/$1.json t0 t1 q drained cpu rcpu sampler n c0 a0 c1 a1
   t0=$(cpu_ticks)
+  read -r c0 a0 < <(redis_calls)
   # Peak RSS of the server during the load, sampled every 100ms, and the
   # most messages in its spool, every 500ms.
   echo 0 > "$WORK/peak"
@@ -197,8 +209,12 @@ bench_run() { # NAME CONCURRENCY REUSE [FLAG...]
   q=$(queued)
   drained=$(wait_drained "$DRAIN_WAIT")
   t1=$(cpu_ticks) # after the drain: the CPU of accepting and of delivering
-  read -r cpu _ < <(per_msg "$t0" "$t1" "$(jq .accepted "$json")")
-  add_row "$1" "$json" "$cpu" "$(( $(cat "$WORK/peak") / 1024 ))" "$(cat "$WORK/spoolmax")" "$q" "$drained"
+  read -r c1 a1 < <(redis_calls)
+  n=$(jq .accepted "$json")
+  read -r _ cpu _ rcpu < <(per_msg "$t0" "$t1" "$n")
+  rcpu=$(awk -v ms="$rcpu" 'BEGIN { if (ms == "-") print "-"; else printf "%d", ms * 1000 }')
+  add_row "$1" "$json" "$cpu" "$(jq -r 'if .sent > 0 then (.client_cpu_s * 1000 / .sent * 100 | round / 100) else "-" end' "$json")" "$rcpu" "$(awk -v c=$((c1 - c0)) -v a=$((a1 - a0)) -v n="$n" 'BEGIN { if (n > 0) printf "%.1f / %.0f", c / n, a / n; else print "-" }')" \
+    "$(( $(cat "$WORK/peak") / 1024 ))" "$(cat "$WORK/spoolmax")" "$q" "$drained"
 }
 
 for c in $CONCURRENCY; do bench_run "c$c-reuse$REUSE" "$c" "$REUSE"; done
@@ -216,6 +232,9 @@ DELIVERED=$(sink_count)
 WARNS=$(grep -c 'level=WARN' "$WORK/serve.log" || true)
 ERRORS=$(grep -c 'level=ERROR' "$WORK/serve.log" || true)
 SIGNED=$(grep -o 'dkim="[^"]*"' "$WORK/serve.log" | sort | uniq -c | sort -rn | head -3 | sed 's/^ *//' | paste -sd ';' || true)
+# Redis's own account of every command it ran (calls, µs per call), kept
+# with the results.
+if command -v redis-cli >/dev/null; then redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' > "$WORK/redis-commandstats.txt"; fi
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 {
@@ -226,14 +245,15 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   echo "Redis quotas, screening, DNS pre-check, MX delivery to a local sink ($SINK); client, server, Redis, DNS and sink share the machine"
   echo "(1-minute load average $LOAD_BEFORE before the first run, $(loadavg) after the last)."
   echo
-  table_head "server CPU ms/msg" "server peak RSS MB" "spool max" "queued at end" "drained in"
+  table_head "server CPU ms/msg" "client CPU ms/msg" "redis CPU µs/msg" "redis scripts / commands per msg" "server peak RSS MB" "spool max" "queued at end" "drained in"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "msgs/s: accepted messages per second. data: end of DATA to the 250 (spool fsync, signing, screening)."
-  echo "server CPU ms/msg: CPU time of sluice serve from the start of the run until its queue drained, per accepted message."
+  echo "server CPU ms/msg: CPU time of sluice serve from the start of the run until its queue drained, per accepted message; client CPU: that of sluice bench during the run; redis CPU like the server's; redis scripts: script runs (each one round trip), commands: all that Redis ran, those in scripts included."
   echo "spool max: the most messages in the spool (sluice_spool_messages: queue files and journaled messages) seen during the run, sampled every 500ms."
   echo "half-load-N: --rate N, half the highest msgs/s of the runs above, over $HALF_CONC connections (--half-load-concurrency)."
   echo "queued at end: messages still in data/spool/queue when the run ended; drained in: until it was empty (limit ${DRAIN_WAIT}s)."
   echo
   echo "At the end: \`ls data/spool/queue | wc -l\` = $SPOOL_END ($SPOOL_MSGS messages); delivered to the sink: $DELIVERED; server log: $WARNS WARN, $ERRORS ERROR lines; signing: $SIGNED."
 } | publish "$STAMP-$ALGO" latest.md "$WORK/serve.log" 'level=(WARN|ERROR)'
+[ -f "$WORK/redis-commandstats.txt" ] && cp "$WORK/redis-commandstats.txt" "$RESULTS/$STAMP-$ALGO-json/"

@@ -257,7 +257,8 @@ type benchReport struct {
 	Logins            int              `json:"logins"`
 	Interrupted       bool             `json:"interrupted"`
 	Elapsed           float64          `json:"elapsed_s"`
-	Sent              int64            `json:"sent"` // accepted + deferred + rejected + errors
+	ClientCPU         float64          `json:"client_cpu_s"` // CPU time of sluice bench itself during the run
+	Sent              int64            `json:"sent"`         // accepted + deferred + rejected + errors
 	Accepted          int64            `json:"accepted"`
 	Deferred          int64            `json:"deferred"`
 	Rejected          int64            `json:"rejected"`
@@ -386,6 +387,9 @@ func writeBenchText(w io.Writer, r *benchReport) {
 	fmt.Fprintf(w, "\n%d messages in %.2fs: %d accepted, %d deferred (4xx), %d rejected (5xx), %d errors\n",
 		r.Sent, r.Elapsed, r.Accepted, r.Deferred, r.Rejected, r.Errors)
 	fmt.Fprintf(w, "%.1f msgs/s accepted; %d connections opened, %d failed\n", r.MsgsPerSecond, r.Connections.Opened, r.Connections.Failed)
+	if r.Sent > 0 {
+		fmt.Fprintf(w, "this client used %.2fs of CPU (%.3f ms a message)\n", r.ClientCPU, r.ClientCPU*1000/float64(r.Sent))
+	}
 	if r.RecipientsRefused > 0 {
 		fmt.Fprintf(w, "%d recipients refused in messages accepted for the others\n", r.RecipientsRefused)
 	}

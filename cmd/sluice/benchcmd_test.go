@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,11 @@ func TestBenchAgainstServe(t *testing.T) {
 	}
 	if r.MsgsPerSecond <= 0 || r.Elapsed <= 0 {
 		t.Errorf("msgs/s %v in %vs", r.MsgsPerSecond, r.Elapsed)
+	}
+	// 50 TLS sessions cannot cost the client nothing, nor more CPU than
+	// the run's wall time on every core.
+	if r.ClientCPU <= 0 || r.ClientCPU > r.Elapsed*float64(runtime.NumCPU()) {
+		t.Errorf("client CPU %vs in a %vs run", r.ClientCPU, r.Elapsed)
 	}
 
 	ids := spoolIDs(t, s.dataDir)
