@@ -23,7 +23,8 @@ import (
 //	sluice:q:{tag}:KEY:rexp  sorted set of reservations, score = expiry ms
 //	sluice:q:{tag}:KEY:rcnt  hash txn -> reserved n, and "_sum"
 //
-// Every key gets a TTL of window+hold on every write: no key lives forever.
+// Every key gets a TTL of window+hold+1min on every write that adds to it:
+// no key lives forever.
 type RedisStore struct {
 	rdb redis.UniversalClient
 	cfg StoreConfig
@@ -34,7 +35,8 @@ func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
 	return &RedisStore{rdb: rdb, cfg: cfg}
 }
 
-// quotaScript does reserve, commit, release, usage and reset. It returns
+// quotaScript does reserve, commit, release, usage, reset, count and
+// repeat (CountRepeat). It returns
 // {0, now} on success or {1, scopeIndex, used, nextFitMs, now} when a scope
 // is full; for usage {used, reserved, oldestMs, now}; for count {0, now,
 // total}. seen adds ARGV[8...] (recipients) to the set that is the last
@@ -43,9 +45,7 @@ func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
 // count with n that number: {0, now, total}, or {0, now, -1} when none was
 // new (nothing counted).
 var quotaScript = redis.NewScript(`
-local function run(KEYS, ARGV)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function run(KEYS, ARGV, now)
   local op = ARGV[1]
   local window = tonumber(ARGV[2])
   local hold = tonumber(ARGV[3])
@@ -105,13 +105,46 @@ local function run(KEYS, ARGV)
     end
   end
 
-  local function touch(i)
-    for j = 1, counting and 2 or 4 do redis.call('PEXPIRE', k(i, j), ttl) end
+  -- touch gives the keys a write added to the TTL: the log and sum when
+  -- a charge went in (from, to = 1, 2), the reservations when one did
+  -- (3, 4). A key only removed from keeps its TTL, which still outlives
+  -- what is left in it: each entry was added under a TTL at least its own
+  -- life.
+  local function touch(i, from, to)
+    for j = from, to do redis.call('PEXPIRE', k(i, j), ttl) end
   end
 
   if op == 'reset' then
     for i = 1, nscopes do for j = 1, 4 do redis.call('DEL', k(i, j)) end end
     return {0, now}
+  end
+
+  if op == 'repeat' then
+    -- KEYS: the login's fingerprints (hash: fingerprint -> the times it
+    -- was counted within the window, ms, space-separated) and when each
+    -- was last counted (sorted set). Two keys a login, however many
+    -- messages: fingerprints not counted within the window are dropped.
+    local h, z, fp, keep = KEYS[1], KEYS[2], ARGV[7], tonumber(ARGV[8])
+    local cut = now - window
+    local gone = redis.call('ZRANGEBYSCORE', z, '-inf', cut)
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYSCORE', z, '-inf', cut)
+      for i = 1, #gone, 1000 do redis.call('HDEL', h, unpack(gone, i, math.min(i + 999, #gone))) end
+    end
+    local times = {}
+    local v = redis.call('HGET', h, fp)
+    if v then
+      for ms in string.gmatch(v, '%d+') do
+        if tonumber(ms) > cut then times[#times + 1] = ms end
+      end
+    end
+    times[#times + 1] = string.format('%d', now)
+    if #times > keep then times = {unpack(times, #times - keep + 1)} end
+    redis.call('HSET', h, fp, table.concat(times, ' '))
+    redis.call('ZADD', z, now, fp)
+    redis.call('PEXPIRE', h, window + 60000)
+    redis.call('PEXPIRE', z, window + 60000)
+    return {0, now, #times}
   end
 
   for i = 1, nscopes do clean(i) end
@@ -136,20 +169,19 @@ local function run(KEYS, ARGV)
   if op == 'count' then
     redis.call('ZADD', k(1, 1), now, id .. ':' .. n)
     local total = redis.call('INCRBY', k(1, 2), n)
-    touch(1)
+    touch(1, 1, 2)
     return {0, now, total}
   end
 
   if op == 'refund' then
     for i = 1, nscopes do
       if redis.call('ZREM', k(i, 1), id .. ':' .. n) == 1 then redis.call('DECRBY', k(i, 2), n) end
-      touch(i)
     end
     return {0, now}
   end
 
   if op == 'release' then
-    for i = 1, nscopes do unreserve(i); touch(i) end
+    for i = 1, nscopes do unreserve(i) end
     return {0, now}
   end
 
@@ -167,20 +199,24 @@ local function run(KEYS, ARGV)
       redis.call('HINCRBY', k(i, 4), txn, n)
       redis.call('HINCRBY', k(i, 4), '_sum', n)
       redis.call('ZADD', k(i, 3), now + hold, txn)
+      touch(i, 3, 4)
     else
       unreserve(i)
       redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
       redis.call('INCRBY', k(i, 2), n)
+      touch(i, 1, 2)
     end
-    touch(i)
   end
   return {0, now}
 end
 
--- batch: several calls in one invocation, as one atomic step. ARGV[2] is
--- the number of calls; then per call its number of keys and of arguments;
--- then the calls' arguments one after the other, KEYS likewise. The
--- answer is the list of the calls' answers.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- batch: several calls in one invocation, as one atomic step at one time.
+-- ARGV[2] is the number of calls; then per call its number of keys and of
+-- arguments; then the calls' arguments one after the other, KEYS
+-- likewise. The answer is the list of the calls' answers.
 if ARGV[1] == 'batch' then
   local calls = tonumber(ARGV[2])
   local ki, ai = 1, 3 + 2 * calls
@@ -191,11 +227,11 @@ if ARGV[1] == 'batch' then
     for i = 1, nk do keys[i] = KEYS[ki + i - 1] end
     for i = 1, na do argv[i] = ARGV[ai + i - 1] end
     ki, ai = ki + nk, ai + na
-    out[c] = run(keys, argv)
+    out[c] = run(keys, argv, now)
   end
   return out
 end
-return run(KEYS, ARGV)
+return run(KEYS, ARGV, now)
 `)
 
 func quotaKeys(tag string, keys ...string) []string {
@@ -275,6 +311,26 @@ func (r *RedisStore) Count(ctx context.Context, tag, key, id string, n int) (int
 	res, err := r.run(ctx, "count", Charge{Tag: tag, Scopes: []Scope{{Key: key}}, ID: id, N: n})
 	if err != nil {
 		return 0, err
+	}
+	return countResult(res)
+}
+
+// repeatKeep is the most times one fingerprint is remembered: enough to
+// tell any loop (the loop rule acts at a few dozen), small enough that a
+// runaway form cannot grow its field without end.
+const repeatKeep = 1000
+
+// CountRepeat counts one more copy of the content fp from login and
+// returns how many were counted within the window, this one included (at
+// most repeatKeep). A login's copies live in two keys, not two a message:
+// a busy gateway's Redis holds as many keys as logins that sent within the
+// window.
+func (r *RedisStore) CountRepeat(ctx context.Context, tag, login, fp string) (int, error) {
+	p := "sluice:fp:{" + tag + "}:" + strings.ToLower(login)
+	res, err := quotaScript.Run(ctx, r.rdb, []string{p + ":h", p + ":t"},
+		"repeat", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 1, "", fp, repeatKeep).Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("%w: repeat count: %v", ErrStore, err)
 	}
 	return countResult(res)
 }

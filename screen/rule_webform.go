@@ -183,6 +183,12 @@ type Repeats struct {
 	MaxOurHops int // Received fields of ours before it is a loop (default 1)
 }
 
+// repeatCounter is a store that keeps a login's content fingerprints
+// together (RedisStore), instead of a counter a fingerprint.
+type repeatCounter interface {
+	CountRepeat(ctx context.Context, tag, login, fp string) (int, error)
+}
+
 func (r *Repeats) Name() string { return "loop" }
 
 func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
@@ -203,7 +209,13 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 		return nil
 	}
 	fp := fingerprint(m)
-	n, err := r.Store.Count(ctx, domainOf(m.Login), "fp:"+m.Login+":"+fp, nowID(), 1)
+	var n int
+	var err error
+	if rc, ok := r.Store.(repeatCounter); ok {
+		n, err = rc.CountRepeat(ctx, domainOf(m.Login), m.Login, fp)
+	} else {
+		n, err = r.Store.Count(ctx, domainOf(m.Login), "fp:"+m.Login+":"+fp, nowID(), 1)
+	}
 	if err != nil {
 		r.Log.Warn("screen: repeat counter unavailable; allowing", "login", m.Login, "err", err)
 		return nil
@@ -219,28 +231,54 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 	return nil
 }
 
+// fpLower maps each byte to what the fingerprint keeps of it: fpSpace for
+// white space, fpSkip for a digit, else the byte lowered (as a Latin-1
+// letter).
+var fpLower = func() (t [256]uint16) {
+	for c := range t {
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			t[c] = fpSpace
+		case c >= '0' && c <= '9':
+			t[c] = fpSkip
+		default:
+			t[c] = uint16(unicode.ToLower(rune(c)))
+		}
+	}
+	return t
+}()
+
+// fpSpace and fpSkip are outside the byte range that lowered bytes take.
+const (
+	fpSpace = 0x100
+	fpSkip  = 0x101
+)
+
 // fingerprint hashes the normalised subject and body: case, whitespace and
 // digits (counters, dates) are ignored, so trivially varied copies match.
 func fingerprint(m *Message) string {
 	h := sha256.New()
 	buf := make([]byte, 0, 4096)
 	norm := func(s []byte) {
-		space := false
+		// A run of white space is one space, and none before the first
+		// word (started: a word was kept, maybe already hashed).
+		space, started := false, false
 		buf = buf[:0]
 		for _, c := range s {
-			switch {
-			case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			l := fpLower[c]
+			switch l {
+			case fpSpace:
 				space = true
 				continue
-			case c >= '0' && c <= '9':
+			case fpSkip:
 				continue
 			}
-			if space && len(buf) > 0 {
+			if space && started {
 				buf = append(buf, ' ')
 			}
-			space = false
-			buf = append(buf, byte(unicode.ToLower(rune(c))))
-			if len(buf) == cap(buf) {
+			space, started = false, true
+			buf = append(buf, byte(l))
+			if len(buf) >= cap(buf)-1 {
 				h.Write(buf)
 				buf = buf[:0]
 			}
