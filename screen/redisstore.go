@@ -96,8 +96,11 @@ local function run(KEYS, ARGV, now)
     return now + hold
   end
 
-  local function unreserve(i)
-    local c = tonumber(redis.call('HGET', k(i, 4), txn) or '0')
+  local function reserved(i) return tonumber(redis.call('HGET', k(i, 4), txn) or '0') end
+
+  -- unreserve drops the reservation txn, of c (default: as stored).
+  local function unreserve(i, c)
+    c = c or reserved(i)
     if c > 0 then
       redis.call('HDEL', k(i, 4), txn)
       redis.call('HINCRBY', k(i, 4), '_sum', -c)
@@ -147,6 +150,26 @@ local function run(KEYS, ARGV, now)
     return {0, now, #times}
   end
 
+  if op == 'commit' then
+    -- A commit within its reservation needs neither the clean-up nor the
+    -- check: the reservation still holds its room (it would be gone had
+    -- a clean-up expired it). Short or gone: checked below as before.
+    local have, covered = {}, true
+    for i = 1, nscopes do
+      have[i] = reserved(i)
+      if have[i] < n then covered = false end
+    end
+    if covered then
+      for i = 1, nscopes do
+        unreserve(i, have[i])
+        redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
+        redis.call('INCRBY', k(i, 2), n)
+        touch(i, 1, 2)
+      end
+      return {0, now}
+    end
+  end
+
   for i = 1, nscopes do clean(i) end
 
   if op == 'usage' then
@@ -159,7 +182,7 @@ local function run(KEYS, ARGV, now)
   if op == 'seen' or op == 'countnew' then
     local set = KEYS[#KEYS]
     n = 0
-    for j = 8, #ARGV do n = n + redis.call('SADD', set, ARGV[j]) end
+    for j = 8, #ARGV, 1000 do n = n + redis.call('SADD', set, unpack(ARGV, j, math.min(j + 999, #ARGV))) end
     redis.call('PEXPIRE', set, ARGV[7])
     if op == 'seen' then return {0, now, n} end
     if n == 0 then return {0, now, -1} end
