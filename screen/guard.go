@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,19 +87,59 @@ func guardKeys(kind, id string) []string {
 // Locked reports until when login and ip are locked out (zero: not locked).
 func (g *RedisGuard) Locked(ctx context.Context, login, ip string) (loginUntil, ipUntil time.Time, err error) {
 	pipe := g.rdb.Pipeline()
+	locked := g.queueLocked(ctx, pipe, login, ip)
+	pipe.Exec(ctx) // each command keeps its own error
+	return locked()
+}
+
+// queueLocked queues Locked's two PTTLs on pipe; after pipe.Exec, the
+// function returned gives Locked's answer.
+func (g *RedisGuard) queueLocked(ctx context.Context, pipe redis.Pipeliner, login, ip string) func() (loginUntil, ipUntil time.Time, err error) {
 	a := pipe.PTTL(ctx, guardKeys("login", login)[1])
 	b := pipe.PTTL(ctx, guardKeys("ip", ip)[1])
-	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: lockout check: %v", ErrStore, err)
+	return func() (loginUntil, ipUntil time.Time, err error) {
+		for _, c := range []*redis.DurationCmd{a, b} {
+			if err := c.Err(); err != nil && err != redis.Nil {
+				return time.Time{}, time.Time{}, fmt.Errorf("%w: lockout check: %v", ErrStore, err)
+			}
+		}
+		now := time.Now()
+		if a.Val() > 0 {
+			loginUntil = now.Add(a.Val())
+		}
+		if b.Val() > 0 {
+			ipUntil = now.Add(b.Val())
+		}
+		return loginUntil, ipUntil, nil
 	}
-	now := time.Now()
-	if a.Val() > 0 {
-		loginUntil = now.Add(a.Val())
+}
+
+// SharesClient reports whether susp uses the guard's Redis client, so that
+// LockedSuspension reads both in one round trip.
+func (g *RedisGuard) SharesClient(susp *RedisSuspensions) bool {
+	return susp != nil && g.rdb == susp.rdb
+}
+
+// LockedSuspension is Locked, and reads login's suspension from susp in
+// the same pipeline: one round trip. err is Locked's error only; the
+// suspension's answer, its error included, is the returned store's State
+// (and Suspended) of login, to be asked after the password check. When
+// susp does not share the guard's client (SharesClient), nothing is read
+// ahead: the returned store asks susp when asked, as susp would. The
+// store returned is never nil; susp must not be nil.
+func (g *RedisGuard) LockedSuspension(ctx context.Context, login, ip string, susp *RedisSuspensions) (loginUntil, ipUntil time.Time, pre *PrefetchedSuspensions, err error) {
+	if !g.SharesClient(susp) {
+		loginUntil, ipUntil, err = g.Locked(ctx, login, ip)
+		return loginUntil, ipUntil, &PrefetchedSuspensions{RedisSuspensions: susp}, err
 	}
-	if b.Val() > 0 {
-		ipUntil = now.Add(b.Val())
-	}
-	return loginUntil, ipUntil, nil
+	pipe := g.rdb.Pipeline()
+	locked := g.queueLocked(ctx, pipe, login, ip)
+	state := susp.queueState(ctx, pipe, login)
+	pipe.Exec(ctx) // each command keeps its own error
+	pre = &PrefetchedSuspensions{RedisSuspensions: susp, login: strings.ToLower(login), read: true}
+	pre.sus, pre.liftedAt, pre.err = state()
+	loginUntil, ipUntil, err = locked()
+	return loginUntil, ipUntil, pre, err
 }
 
 // Failed records a failed login; a fingerprint seen before in the window is

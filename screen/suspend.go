@@ -115,7 +115,20 @@ func (r *RedisSuspensions) Record(ctx context.Context, login, reason string) (bo
 // of it was last lifted (zero: not within the TTL).
 func (r *RedisSuspensions) State(ctx context.Context, login string) (*Suspension, time.Time, error) {
 	login = strings.ToLower(login)
-	val, err := r.rdb.Get(ctx, suspensionKey(login)).Bytes()
+	return stateOf(login, r.rdb.Get(ctx, suspensionKey(login)))
+}
+
+// queueState queues State's GET of login on pipe; after pipe.Exec, the
+// function returned gives State's answer.
+func (r *RedisSuspensions) queueState(ctx context.Context, pipe redis.Pipeliner, login string) func() (*Suspension, time.Time, error) {
+	login = strings.ToLower(login)
+	get := pipe.Get(ctx, suspensionKey(login))
+	return func() (*Suspension, time.Time, error) { return stateOf(login, get) }
+}
+
+// stateOf is State's answer from the GET of login's key.
+func stateOf(login string, get *redis.StringCmd) (*Suspension, time.Time, error) {
+	val, err := get.Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, time.Time{}, nil
 	}
@@ -124,6 +137,35 @@ func (r *RedisSuspensions) State(ctx context.Context, login string) (*Suspension
 	}
 	sus, lifted := decodeSusp(login, val)
 	return sus, lifted, nil
+}
+
+// PrefetchedSuspensions is a RedisSuspensions with one login's State read
+// ahead (RedisGuard.LockedSuspension reads it with the lockout check):
+// State and Suspended of that login give what was read, a store error
+// included, without asking Redis again; of any other login (a backend may
+// name the login otherwise than the client typed it), they ask Redis as
+// usual. Record and Lift go to Redis. One serves one AUTH.
+type PrefetchedSuspensions struct {
+	*RedisSuspensions
+	read     bool   // login's answer was read ahead
+	login    string // lower case
+	sus      *Suspension
+	liftedAt time.Time
+	err      error
+}
+
+// State implements the store's State: login's answer as read ahead, or
+// Redis's for another login.
+func (p *PrefetchedSuspensions) State(ctx context.Context, login string) (*Suspension, time.Time, error) {
+	if !p.read || strings.ToLower(login) != p.login {
+		return p.RedisSuspensions.State(ctx, login)
+	}
+	return p.sus, p.liftedAt, p.err
+}
+
+// Suspended returns the reason login is suspended, or "" (see State).
+func (p *PrefetchedSuspensions) Suspended(ctx context.Context, login string) (string, error) {
+	return reasonOf(p.State(ctx, login))
 }
 
 // decodeSusp reads a stored value; one that is not ours (written by hand)

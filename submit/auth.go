@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -108,7 +109,8 @@ func (s *session) authenticate(mech, user, pass string) error {
 		srv.logAuth(s, mech, user, "malformed")
 		return errAuthFailed
 	}
-	if lu, iu, err := srv.Guard.Locked(ctx, user, s.ip); err != nil {
+	lu, iu, susp, err := srv.locked(ctx, user, s.ip)
+	if err != nil {
 		if !srv.storeError(s, user, "lockout", "lockout check", "not locked", err) {
 			srv.logAuth(s, mech, user, "store-error")
 			return errTempFailure
@@ -143,12 +145,12 @@ func (s *session) authenticate(mech, user, pass string) error {
 		srv.logAuth(s, mech, user, "disabled")
 		return errDisabled(login, srv.abuseContact())
 	}
-	if srv.Suspensions != nil {
+	if susp != nil {
 		// Suspended by the compromise rule on any instance, for a login of
 		// any backend: the same reply as a suspended login of the file.
 		// Suspensions also judges a suspension the user file holds: it
 		// may have been lifted on another instance.
-		reason, err := srv.Suspensions.Suspended(ctx, login.Name)
+		reason, err := susp.Suspended(ctx, login.Name)
 		switch {
 		case err != nil:
 			if !srv.storeError(s, user, "suspension", "suspension check", "not suspended", err) {
@@ -163,6 +165,23 @@ func (s *session) authenticate(mech, user, pass string) error {
 	s.login = login
 	srv.logAuth(s, mech, user, "ok")
 	return nil
+}
+
+// locked asks the Guard whether user or ip is locked out. susp is the
+// Suspensions to ask after a right password: with a SuspensionPrefetcher
+// guard, one that answers from what it read in the same round trip.
+func (srv *Server) locked(ctx context.Context, user, ip string) (loginUntil, ipUntil time.Time, susp Suspensions, err error) {
+	susp = srv.Suspensions
+	p, ok := srv.Guard.(SuspensionPrefetcher)
+	if !ok || susp == nil {
+		loginUntil, ipUntil, err = srv.Guard.Locked(ctx, user, ip)
+		return loginUntil, ipUntil, susp, err
+	}
+	loginUntil, ipUntil, pre, err := p.LockedPrefetch(ctx, user, ip)
+	if pre != nil {
+		susp = pre
+	}
+	return loginUntil, ipUntil, susp, err
 }
 
 // storeError logs and counts a failure of a store AUTH asks before it

@@ -31,6 +31,20 @@ type FailureGuard interface {
 	FingerprintKey(ctx context.Context) ([]byte, error)
 }
 
+// SuspensionPrefetcher is what a FailureGuard may also be when its store
+// holds the Server's Suspensions too (one Redis): AUTH then reads the
+// lockout and the suspension of a login in one round trip, before the
+// password check, and judges the suspension after a right password as it
+// judges Suspensions' answer (a wrong password never looks at it). It is
+// used only when Suspensions is set; wire it with the same store.
+type SuspensionPrefetcher interface {
+	// LockedPrefetch is Locked; err is Locked's error only. susp answers
+	// Suspended for login from what was read with the lockout (the
+	// suspension check's own error included) and asks the store for any
+	// other login: a backend may name the login otherwise than typed.
+	LockedPrefetch(ctx context.Context, login, ip string) (loginUntil, ipUntil time.Time, susp Suspensions, err error)
+}
+
 // lockout is what a FailureGuard found locked, and until when.
 type lockout struct {
 	login, ip bool

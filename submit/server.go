@@ -137,8 +137,10 @@ type Server struct {
 	Precheck  SenderCheck // nil: no DNS pre-check
 	Screen    Screener    // nil: no content rules
 	Observer  Observer    // nil: none
-	// Suspensions is asked after each successful password check (one
-	// round trip); nil: only Login.Disabled counts.
+	// Suspensions is asked after each successful password check (a
+	// round trip of its own, unless the Guard is a SuspensionPrefetcher
+	// that read it with the lockout check); nil: only Login.Disabled
+	// counts.
 	Suspensions Suspensions
 	// ProxyTrusted, when set, makes every listener accept the PROXY
 	// protocol (v1 and v2) from these networks (load balancers), so that

@@ -96,7 +96,8 @@ func (s *suspender) Suspend(ctx context.Context, login, reason string) error {
 
 // authSuspensions is what AUTH asks (submit.Suspensions): the suspension
 // store, with the suspensions this instance's user file holds. One store
-// round trip, and a stat of the user file (the file's own check).
+// round trip (none of its own when authGuard read it with the lockout
+// check), and a stat of the user file (the file's own check).
 //
 //   - suspended in the store: refused, on every instance;
 //   - suspended in the user file only: refused, also while the store is

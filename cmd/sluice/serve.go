@@ -93,6 +93,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	authSusp := authSuspensions{store: st.susp, users: fileLoginsOf(cfg, users), log: log}
 	srv := &submit.Server{
 		Hostname: cfg.Hostname,
 		TLSConfig: &tls.Config{
@@ -102,9 +103,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 		Auth:         auth,
 		Spool:        sp,
 		Logger:       log,
-		Guard:        st.guard,
+		Guard:        authGuard(st.guard, authSusp),
 		Quota:        st.quota,
-		Suspensions:  authSuspensions{store: st.susp, users: fileLoginsOf(cfg, users), log: log},
+		Suspensions:  authSusp,
 		AbuseContact: abuseContact(cfg),
 		// "allow" lets mail through unmetered when Redis fails; the lockout
 		// store then counts as "not locked" (logged and counted) too.
