@@ -10,7 +10,11 @@
 #   bench/run.sh [--algo rsa|ed25519|both] [--duration 15s] [--size 5000]
 #                [--users 50] [--concurrency "1 10 50 100"] [--reuse 100]
 #                [--reuse1-concurrency 10] [--drain-wait 60] [--bin PATH]
-#                [--sink auto|go|postfix] [--half-load-concurrency 10] [--keep]
+#                [--sink auto|go|postfix] [--half-load-concurrency 10]
+#                [--pin-server CPU] [--keep]
+#
+# --pin-server CPU runs sluice serve alone on that CPU and everything else
+# (client, Redis, DNS, sink) on the others: the server's throughput per core.
 #
 # See bench/README.md.
 set -euo pipefail
@@ -19,13 +23,15 @@ source "$(dirname "$0")/lib.sh"
 
 SINK=auto
 HALF_CONC=10
+PIN=""
 while [ $# -gt 0 ]; do
   common_option "$@"
   if [ "$TAKEN" -gt 0 ]; then shift "$TAKEN"; continue; fi
   case "$1" in
     --sink) SINK=$2; shift 2 ;;
     --half-load-concurrency) HALF_CONC=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --pin-server) PIN=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -38,6 +44,18 @@ done
 if [ "$SINK" = postfix ] && ! command -v smtp-sink >/dev/null; then die "smtp-sink is not installed (apt-get install postfix)"; fi
 if [ "$SINK" = auto ]; then
   if command -v smtp-sink >/dev/null; then SINK=postfix; else SINK=go; fi
+fi
+
+# With --pin-server, this script and all it starts run on the other CPUs;
+# serve alone is put on CPU $PIN below.
+SERVE_ON=()
+if [ -n "$PIN" ]; then
+  command -v taskset >/dev/null || die "--pin-server needs taskset (apt-get install util-linux)"
+  NCPU=$(nproc --all)
+  [ "$NCPU" -ge 2 ] && [ "$PIN" -ge 0 ] 2>/dev/null && [ "$PIN" -lt "$NCPU" ] || die "--pin-server $PIN: needs 2 or more CPUs and a CPU number below $NCPU"
+  OTHERS=$(seq 0 $((NCPU - 1)) | grep -vx "$PIN" | paste -sd,)
+  taskset -pc "$OTHERS" $$ >/dev/null
+  SERVE_ON=(taskset -c "$PIN")
 fi
 
 start_work sluice-bench
@@ -144,7 +162,7 @@ for i in $(seq "$NUSERS"); do
   echo "bench$i@example.test $pw" >> "$WORK/users.txt"
 done
 
-"$SLUICE" serve --config "$CONFIG" >"$WORK/serve.log" 2>&1 &
+"${SERVE_ON[@]}" "$SLUICE" serve --config "$CONFIG" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_tcp "$SUB_PORT" "$SERVE_PID" || die "sluice serve did not start: $(tail -20 "$WORK/serve.log")"
@@ -242,7 +260,11 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   echo
   echo "$("$SLUICE" version), $(go version 2>/dev/null | cut -d' ' -f3), $(machine)."
   echo "DKIM $ALGO; STARTTLS; $SIZE-byte bodies, 1 recipient, $DURATION per run; $NUSERS logins round-robin;"
-  echo "Redis quotas, screening, DNS pre-check, MX delivery to a local sink ($SINK); client, server, Redis, DNS and sink share the machine"
+  if [ -n "$PIN" ]; then
+    echo "Redis quotas, screening, DNS pre-check, MX delivery to a local sink ($SINK); sluice serve alone on CPU $PIN, client, Redis, DNS and sink on CPU $OTHERS"
+  else
+    echo "Redis quotas, screening, DNS pre-check, MX delivery to a local sink ($SINK); client, server, Redis, DNS and sink share the machine"
+  fi
   echo "(1-minute load average $LOAD_BEFORE before the first run, $(loadavg) after the last)."
   echo
   table_head "server CPU ms/msg" "client CPU ms/msg" "redis CPU µs/msg" "redis scripts / commands per msg" "server peak RSS MB" "spool max" "queued at end" "drained in"
