@@ -11,7 +11,10 @@
 #                [--users 50] [--concurrency "1 10 50 100"] [--reuse 100]
 #                [--reuse1-concurrency 10] [--drain-wait 60] [--bin PATH]
 #                [--sink auto|go|postfix] [--half-load-concurrency 10]
-#                [--pin-server CPU] [--keep]
+#                [--pin-server CPU] [--redis tcp|unix] [--keep]
+#
+# --redis unix: Sluice reaches Redis over its Unix socket (redis_url =
+# "unix://..."), as a one-host deployment would; tcp (default) over 127.0.0.1.
 #
 # --pin-server CPU runs sluice serve alone on that CPU and everything else
 # (client, Redis, DNS, sink) on the others: the server's throughput per core.
@@ -24,6 +27,7 @@ source "$(dirname "$0")/lib.sh"
 SINK=auto
 HALF_CONC=10
 PIN=""
+REDIS_VIA=tcp
 while [ $# -gt 0 ]; do
   common_option "$@"
   if [ "$TAKEN" -gt 0 ]; then shift "$TAKEN"; continue; fi
@@ -31,12 +35,14 @@ while [ $# -gt 0 ]; do
     --sink) SINK=$2; shift 2 ;;
     --half-load-concurrency) HALF_CONC=$2; shift 2 ;;
     --pin-server) PIN=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --redis) REDIS_VIA=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 check_common_options
 case "$SINK" in auto|go|postfix) ;; *) die "--sink $SINK: use auto, go or postfix" ;; esac
+case "$REDIS_VIA" in tcp|unix) ;; *) die "--redis $REDIS_VIA: use tcp or unix" ;; esac
 for tool in redis-server jq go; do
   if [ "$tool" = go ] && [ -n "$BIN" ]; then continue; fi
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install redis-server jq; Go from go.dev)"
@@ -71,11 +77,14 @@ go build -o "$WORK/dnsd" ./bench/dns
 mkdir -p "$WORK/redis"
 free_port REDIS_PORT
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --unixsocket "$WORK/redis/redis.sock" --unixsocketperm 700 \
   --dir "$WORK/redis" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_tcp "$REDIS_PORT" "$REDIS_PID" || die "redis-server did not start: $(tail -5 "$WORK/redis.log")"
-log "redis-server on 127.0.0.1:$REDIS_PORT"
+log "redis-server on 127.0.0.1:$REDIS_PORT and $WORK/redis/redis.sock; sluice uses $REDIS_VIA"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+[ "$REDIS_VIA" = unix ] && REDIS_URL="unix://$WORK/redis/redis.sock?db=0"
 
 # --- DKIM keys and the DNS zone ---------------------------------------------
 mkdir -p "$DATA"
@@ -150,7 +159,7 @@ new_recipients_per_hour = 100000000
 volume_minimum = 100000000
 
 [quota]
-redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
+redis_url = "$REDIS_URL"
 messages_per_hour = 100000000
 EOF
 
@@ -259,7 +268,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   echo "# sluice bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "$("$SLUICE" version), $(go version 2>/dev/null | cut -d' ' -f3), $(machine)."
-  echo "DKIM $ALGO; STARTTLS; $SIZE-byte bodies, 1 recipient, $DURATION per run; $NUSERS logins round-robin;"
+  echo "DKIM $ALGO; STARTTLS; $SIZE-byte bodies, 1 recipient, $DURATION per run; $NUSERS logins round-robin; Redis over $REDIS_VIA;"
   if [ -n "$PIN" ]; then
     echo "Redis quotas, screening, DNS pre-check, MX delivery to a local sink ($SINK); sluice serve alone on CPU $PIN, client, Redis, DNS and sink on CPU $OTHERS"
   else

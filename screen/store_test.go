@@ -2,6 +2,7 @@ package screen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -287,3 +288,46 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 }
 
 var _ redis.UniversalClient = (*redis.Client)(nil)
+
+// A Redis on the same host can be reached over its Unix socket
+// (redis_url = "unix:///path/redis.sock"): quotas work there as over TCP,
+// and a socket that is not there is a store error, not a hang.
+func TestRedisOverUnixSocket(t *testing.T) {
+	srv := redistest.Start(t)
+	if len(srv.SocketURL()) > 110 {
+		t.Fatalf("the test's socket path is too long for a Unix socket: %s", srv.SocketURL())
+	}
+	rdb, err := NewRedisClient(srv.SocketURL(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	st := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute})
+	if ref := send(t, st, login("sock@example.test", 2, "t1", 2)); ref != nil {
+		t.Fatalf("2 of 2 refused: %+v", ref)
+	}
+	ref, err := st.Reserve(context.Background(), login("sock@example.test", 2, "t2", 1))
+	if err != nil || ref == nil {
+		t.Fatalf("the 3rd of 2: refusal %+v, err %v", ref, err)
+	}
+	// The same counters over TCP: one server.
+	tcp, err := NewRedisClient(srv.URL(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcp.Close() })
+	u, err := NewRedisStore(tcp, StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(context.Background(), "example.test", "login:sock@example.test")
+	if err != nil || u.Used != 2 {
+		t.Fatalf("usage over TCP %+v, %v; want 2 used", u, err)
+	}
+
+	gone, err := NewRedisClient("unix://"+t.TempDir()+"/none.sock", 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gone.Close() })
+	_, err = NewRedisStore(gone, StoreConfig{Window: time.Hour, Hold: time.Minute}).Reserve(context.Background(), login("sock@example.test", 2, "t3", 1))
+	if !errors.Is(err, ErrStore) {
+		t.Fatalf("no socket: %v, want ErrStore", err)
+	}
+}

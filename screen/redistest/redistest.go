@@ -47,6 +47,11 @@ func Start(t testing.TB) *Server {
 // URL is the redis:// URL of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 
+// SocketURL is the unix:// URL of the server's Unix socket.
+func (s *Server) SocketURL() string { return "unix://" + s.socket() + "?db=0" }
+
+func (s *Server) socket() string { return filepath.Join(s.dir, "redis.sock") }
+
 // Stop kills the server (no persistence: its data is gone).
 func (s *Server) Stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
@@ -62,8 +67,12 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+	args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")}
+	if len(s.socket()) < 100 { // sun_path holds 108 bytes
+		args = append(args, "--unixsocket", s.socket(), "--unixsocketperm", "700")
+	}
+	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
