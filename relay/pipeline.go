@@ -118,12 +118,7 @@ func (r *Relay) pipelinedTransaction(c *conn, t target, env *spool.Envelope, rcp
 	}
 
 	c.raw.SetDeadline(time.Now().Add(r.cfg.CommandTimeout))
-	dw := textproto.NewWriter(c.bw).DotWriter()
-	if _, err := dw.Write(msg); err != nil {
-		setAll(0, lost(err))
-		return res, false, false
-	}
-	if err := dw.Close(); err != nil { // the final dot, and the flush
+	if err := writeDotted(c.bw, msg); err != nil { // the final dot, and the flush
 		setAll(0, lost(err))
 		return res, false, false
 	}

@@ -73,6 +73,11 @@ func (s *Spool) statePath(id string) string { return filepath.Join(s.queueDir, i
 
 // LoadState returns the saved state of id, or a fresh one from its envelope.
 func (s *Spool) LoadState(id string, env *Envelope) (*State, error) {
+	if j := s.journal.Load(); j != nil && j.entry(id) != nil {
+		// Journaled: in its first attempt, with no state file (SaveState
+		// makes a message a file before it writes one).
+		return NewState(env), nil
+	}
 	data, err := os.ReadFile(s.statePath(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return NewState(env), nil
