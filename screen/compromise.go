@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Suspender marks a login suspended with a reason (the user file, or a
@@ -46,7 +48,7 @@ type Compromise struct {
 func (c *Compromise) Name() string { return "compromise" }
 
 func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
-	wantNew, wantVolume := c.NewRecipientsPerHour > 0 && c.History != nil, c.VolumeMultiple > 0
+	wantNew, wantVolume := c.wants()
 	if !wantNew && !wantVolume {
 		return nil
 	}
@@ -58,6 +60,17 @@ func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
 	} else {
 		newTotal, hour, day, err = c.countEach(ctx, tag, m.Login, id, m.Rcpts, wantNew, wantVolume)
 	}
+	return c.verdict(m, newTotal, hour, day, err)
+}
+
+// wants says which signals are on.
+func (c *Compromise) wants() (newRecipients, volume bool) {
+	return c.NewRecipientsPerHour > 0 && c.History != nil, c.VolumeMultiple > 0
+}
+
+// verdict is the rule's verdict on the counts (err: they failed, which
+// lets the message through).
+func (c *Compromise) verdict(m *Message, newTotal, hour, day int, err error) *Verdict {
 	if err != nil {
 		c.Log.Warn("screen: compromise counters unavailable", "login", m.Login, "err", err)
 		return nil
@@ -67,6 +80,26 @@ func (c *Compromise) Check(ctx context.Context, m *Message) *Verdict {
 		return nil
 	}
 	return c.suspend(m, why)
+}
+
+// batch implements batcher: the counts, when every store is one Redis.
+func (c *Compromise) batch(m *Message, _ bool) (redis.UniversalClient, []scriptCall, bool) {
+	wantNew, wantVolume := c.wants()
+	hourly, daily, ok := c.oneRedis(wantNew)
+	if !ok || !wantNew && !wantVolume {
+		return nil, nil, false
+	}
+	return hourly.rdb, compromiseCalls(hourly, daily, domainOf(m.Login), m.Login, nowID(), m.Rcpts, wantNew, wantVolume), true
+}
+
+// judgeBatch implements batcher.
+func (c *Compromise) judgeBatch(_ context.Context, m *Message, res [][]int64, err error) *Verdict {
+	wantNew, wantVolume := c.wants()
+	var newTotal, hour, day int
+	if err == nil {
+		newTotal, hour, day, err = compromiseAnswers(res, wantNew, wantVolume)
+	}
+	return c.verdict(m, newTotal, hour, day, err)
 }
 
 // oneRedis returns the rule's counters when all the stores it uses are

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Rule is one content check. Check returns nil to accept, or a verdict
@@ -49,11 +51,22 @@ func (p *Pipeline) Screen(ctx context.Context, m *Message) *Verdict {
 }
 
 // Run screens m: the decisive verdict, if any, and the header fields of
-// the mark verdicts met before it.
+// the mark verdicts met before it. Two rules in a row whose counting is
+// in one Redis (batcher) count in one round trip.
 func (p *Pipeline) Run(ctx context.Context, m *Message) Outcome {
 	var out Outcome
-	for _, r := range p.Rules {
-		v := r.Check(ctx, m)
+	var next func() *Verdict // the next rule's verdict, from a batch
+	for i, r := range p.Rules {
+		var v *Verdict
+		switch {
+		case next != nil:
+			v, next = next(), nil
+		default:
+			var ok bool
+			if v, next, ok = p.runBatched(ctx, m, i); !ok {
+				v = r.Check(ctx, m)
+			}
+		}
 		if v == nil {
 			continue
 		}
@@ -86,6 +99,58 @@ func (p *Pipeline) Run(ctx context.Context, m *Message) Outcome {
 		return out
 	}
 	return out
+}
+
+// batcher is a rule whose counting is calls of the quota script, which the
+// pipeline sends with the next rule's in one round trip when both go to
+// the same Redis.
+type batcher interface {
+	// batch returns m's calls and the client they go to; ok false: none
+	// for m (Check judges it). decisive says that a verdict of the rule
+	// ends the screening (no "allow" override): its calls may then stop
+	// the batch (scriptCall.stop) where the verdict would.
+	batch(m *Message, decisive bool) (rdb redis.UniversalClient, calls []scriptCall, ok bool)
+	// judgeBatch is Check given the answers to those calls (err: Redis
+	// failed).
+	judgeBatch(ctx context.Context, m *Message, res [][]int64, err error) *Verdict
+}
+
+// runBatched judges rule i and the rule after it from one batch when both
+// are batchers of one Redis: rule i's verdict, and the next one's to ask
+// for once the pipeline gets there. ok false: Check judges rule i.
+func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdict, next func() *Verdict, ok bool) {
+	if i+1 >= len(p.Rules) {
+		return nil, nil, false
+	}
+	a, ok1 := p.Rules[i].(batcher)
+	b, ok2 := p.Rules[i+1].(batcher)
+	if !ok1 || !ok2 {
+		return nil, nil, false
+	}
+	rdbA, callsA, okA := a.batch(m, p.action(m, p.Rules[i].Name()) != "allow")
+	if !okA {
+		return nil, nil, false
+	}
+	rdbB, callsB, okB := b.batch(m, p.action(m, p.Rules[i+1].Name()) != "allow")
+	if !okB || rdbA != rdbB {
+		return nil, nil, false // a alone, with its own Check
+	}
+	res, err := runBatch(ctx, rdbA, append(callsA, callsB...))
+	if err == nil && len(res) < len(callsA) {
+		err = fmt.Errorf("%w: batch: %d answers", ErrStore, len(res))
+	}
+	if err != nil {
+		return a.judgeBatch(ctx, m, nil, err), func() *Verdict { return b.judgeBatch(ctx, m, nil, err) }, true
+	}
+	v = a.judgeBatch(ctx, m, res[:len(callsA)], nil)
+	rest := res[len(callsA):]
+	if len(rest) < len(callsB) {
+		// The batch stopped at rule i's calls: its verdict ends the
+		// screening, so the next rule is never asked. Should it be, it
+		// judges by itself.
+		return v, func() *Verdict { return p.Rules[i+1].Check(ctx, m) }, true
+	}
+	return v, func() *Verdict { return b.judgeBatch(ctx, m, rest, nil) }, true
 }
 
 // action finds an override: the login's own, then its domain's, then the

@@ -12,6 +12,9 @@ import (
 type scriptCall struct {
 	keys []string
 	args []any
+	// stop, when above 0, ends the batch after this call if its count is
+	// above it: the calls after it are not run (see runBatch).
+	stop int
 }
 
 // runBatch runs calls in one invocation of quotaScript (its "batch" op):
@@ -19,13 +22,14 @@ type scriptCall struct {
 // holds in a Cluster too), and one script run instead of one each. A Redis
 // that lost its script cache (after a restart) answers NOSCRIPT before
 // running anything, and the script is sent again with its body: nothing
-// counts twice.
+// counts twice. A call whose stop it passed ends the batch: the answers
+// are then fewer than the calls.
 func runBatch(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall) ([][]int64, error) {
 	var keys []string
-	args := make([]any, 0, 2+2*len(calls)+8*len(calls))
+	args := make([]any, 0, 2+3*len(calls)+8*len(calls))
 	args = append(args, "batch", len(calls))
 	for _, c := range calls {
-		args = append(args, len(c.keys), len(c.args))
+		args = append(args, len(c.keys), len(c.args), c.stop)
 	}
 	for _, c := range calls {
 		keys = append(keys, c.keys...)
@@ -35,7 +39,7 @@ func runBatch(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall
 	if err != nil {
 		return nil, err
 	}
-	if len(res) != len(calls) {
+	if len(res) == 0 || len(res) > len(calls) {
 		return nil, fmt.Errorf("batch: %d answers to %d calls", len(res), len(calls))
 	}
 	out := make([][]int64, len(res))
@@ -74,14 +78,14 @@ func (r *RedisStore) seenCall(op, tag, login, id string, rcpts []string) scriptC
 	if op == "countnew" {
 		keys = append(quotaKeys(tag, "new:"+login), keys...)
 	}
-	return scriptCall{keys, args}
+	return scriptCall{keys: keys, args: args}
 }
 
-// compromiseCounts does the compromise rule's counting against Redis in
-// one round trip: the first-time recipients within the hour (-1 when this
-// message has none; counted in hourly, the history kept beside it), and
-// the login's volume this hour and today, this message included.
-func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login, id string, rcpts []string, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
+// compromiseCalls are the compromise rule's counts as calls of a batch:
+// the first-time recipients within the hour (counted in hourly, the
+// history kept beside it), and the login's volume this hour and today,
+// this message included.
+func compromiseCalls(hourly, daily *RedisStore, tag, login, id string, rcpts []string, wantNew, wantVolume bool) []scriptCall {
 	var calls []scriptCall
 	if wantNew {
 		calls = append(calls, hourly.seenCall("countnew", tag, login, id, rcpts))
@@ -89,9 +93,21 @@ func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login
 	if wantVolume {
 		calls = append(calls, hourly.countCall(tag, "vol:"+login, id, len(rcpts)), daily.countCall(tag, dailyVolumeKey(login), id, len(rcpts)))
 	}
-	res, err := runBatch(ctx, hourly.rdb, calls)
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("%w: compromise counts: %v", ErrStore, err)
+	return calls
+}
+
+// compromiseAnswers reads the answers to compromiseCalls: newTotal is -1
+// when the message has no first-time recipient.
+func compromiseAnswers(res [][]int64, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
+	want := 0
+	if wantNew {
+		want++
+	}
+	if wantVolume {
+		want += 2
+	}
+	if len(res) != want {
+		return 0, 0, 0, fmt.Errorf("%w: compromise counts: %d answers, want %d", ErrStore, len(res), want)
 	}
 	newTotal = -1
 	if wantNew {
@@ -108,6 +124,16 @@ func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login
 		}
 	}
 	return newTotal, hour, day, nil
+}
+
+// compromiseCounts does the compromise rule's counting against Redis in
+// one round trip (see compromiseCalls).
+func compromiseCounts(ctx context.Context, hourly, daily *RedisStore, tag, login, id string, rcpts []string, wantNew, wantVolume bool) (newTotal, hour, day int, err error) {
+	res, err := runBatch(ctx, hourly.rdb, compromiseCalls(hourly, daily, tag, login, id, rcpts, wantNew, wantVolume))
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("%w: compromise counts: %v", ErrStore, err)
+	}
+	return compromiseAnswers(res, wantNew, wantVolume)
 }
 
 func countResult(res []int64) (int, error) {

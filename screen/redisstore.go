@@ -238,20 +238,23 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- batch: several calls in one invocation, as one atomic step at one time.
--- ARGV[2] is the number of calls; then per call its number of keys and of
--- arguments; then the calls' arguments one after the other, KEYS
--- likewise. The answer is the list of the calls' answers.
+-- ARGV[2] is the number of calls; then per call its number of keys, of
+-- arguments, and a stop: when above 0 and the call's count (its answer's
+-- third value) is above it, the calls after it are not run; then the
+-- calls' arguments one after the other, KEYS likewise. The answer is the
+-- list of the answers of the calls run.
 if ARGV[1] == 'batch' then
   local calls = tonumber(ARGV[2])
-  local ki, ai = 1, 3 + 2 * calls
+  local ki, ai = 1, 3 + 3 * calls
   local out = {}
   for c = 1, calls do
-    local nk, na = tonumber(ARGV[1 + 2 * c]), tonumber(ARGV[2 + 2 * c])
+    local nk, na, stop = tonumber(ARGV[3 * c]), tonumber(ARGV[1 + 3 * c]), tonumber(ARGV[2 + 3 * c])
     local keys, argv = {}, {}
     for i = 1, nk do keys[i] = KEYS[ki + i - 1] end
     for i = 1, na do argv[i] = ARGV[ai + i - 1] end
     ki, ai = ki + nk, ai + na
     out[c] = run(keys, argv, now)
+    if stop > 0 and (out[c][3] or 0) > stop then break end
   end
   return out
 end
@@ -277,7 +280,7 @@ func (r *RedisStore) call(op string, c Charge) scriptCall {
 		keys = append(keys, s.Key)
 		args = append(args, s.Limit)
 	}
-	return scriptCall{quotaKeys(c.Tag, keys...), args}
+	return scriptCall{keys: quotaKeys(c.Tag, keys...), args: args}
 }
 
 func (r *RedisStore) run(ctx context.Context, op string, c Charge) ([]int64, error) {
@@ -350,13 +353,19 @@ const repeatKeep = 1000
 // a busy gateway's Redis holds as many keys as logins that sent within the
 // window.
 func (r *RedisStore) CountRepeat(ctx context.Context, tag, login, fp string) (int, error) {
-	p := "sluice:fp:{" + tag + "}:" + strings.ToLower(login)
-	res, err := quotaScript.Run(ctx, r.rdb, []string{p + ":h", p + ":t"},
-		"repeat", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 1, "", fp, repeatKeep).Int64Slice()
+	c := r.repeatCall(tag, login, fp)
+	res, err := quotaScript.Run(ctx, r.rdb, c.keys, c.args...).Int64Slice()
 	if err != nil {
 		return 0, fmt.Errorf("%w: repeat count: %v", ErrStore, err)
 	}
 	return countResult(res)
+}
+
+// repeatCall is CountRepeat as a call of a batch.
+func (r *RedisStore) repeatCall(tag, login, fp string) scriptCall {
+	p := "sluice:fp:{" + tag + "}:" + strings.ToLower(login)
+	return scriptCall{keys: []string{p + ":h", p + ":t"},
+		args: []any{"repeat", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 1, "", fp, repeatKeep}}
 }
 
 // Usage implements QuotaStore.

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"unicode"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // WebForm catches the "from yourself to yourself" contact-form pattern:
@@ -192,18 +194,8 @@ type repeatCounter interface {
 func (r *Repeats) Name() string { return "loop" }
 
 func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
-	if m.OurHostname != "" {
-		ours := 0
-		for _, v := range m.Header("Received") {
-			if strings.Contains(v, "by "+m.OurHostname+" (Sluice)") {
-				ours++
-			}
-		}
-		auto := len(m.Header("Auto-Submitted")) > 0 && !strings.EqualFold(strings.TrimSpace(m.Header("Auto-Submitted")[0]), "no")
-		if ours >= max(1, r.MaxOurHops) || ours > 0 && auto {
-			return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "loop",
-				Message: fmt.Sprintf("this message already passed through %s (an autoresponder or forward loop); it is held for review", m.OurHostname)}
-		}
+	if v := r.hops(m); v != nil {
+		return v
 	}
 	if r.Store == nil || r.Repeats <= 0 {
 		return nil
@@ -216,6 +208,32 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 	} else {
 		n, err = r.Store.Count(ctx, domainOf(m.Login), "fp:"+m.Login+":"+fp, nowID(), 1)
 	}
+	return r.judge(m, n, err)
+}
+
+// hops holds mail that already passed through this gateway (a loop
+// through us), or returns nil.
+func (r *Repeats) hops(m *Message) *Verdict {
+	if m.OurHostname == "" {
+		return nil
+	}
+	ours := 0
+	for _, v := range m.Header("Received") {
+		if strings.Contains(v, "by "+m.OurHostname+" (Sluice)") {
+			ours++
+		}
+	}
+	auto := len(m.Header("Auto-Submitted")) > 0 && !strings.EqualFold(strings.TrimSpace(m.Header("Auto-Submitted")[0]), "no")
+	if ours >= max(1, r.MaxOurHops) || ours > 0 && auto {
+		return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "loop",
+			Message: fmt.Sprintf("this message already passed through %s (an autoresponder or forward loop); it is held for review", m.OurHostname)}
+	}
+	return nil
+}
+
+// judge is the verdict on n copies of m's content within the window (err:
+// the counter failed, which lets the message through).
+func (r *Repeats) judge(m *Message, n int, err error) *Verdict {
 	if err != nil {
 		r.Log.Warn("screen: repeat counter unavailable; allowing", "login", m.Login, "err", err)
 		return nil
@@ -229,6 +247,30 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 			Message: fmt.Sprintf("login %s sent the same message %d times within minutes, which looks like a form or script in a loop; fix the loop, the next copies will be held", m.Login, n)}
 	}
 	return nil
+}
+
+// batch implements batcher: the repeat count, for a Redis store. Past
+// Repeats the loop's verdict ends the screening unless it is allowed, so
+// the batch stops there too.
+func (r *Repeats) batch(m *Message, decisive bool) (redis.UniversalClient, []scriptCall, bool) {
+	st, ok := r.Store.(*RedisStore)
+	if !ok || r.Repeats <= 0 || r.hops(m) != nil {
+		return nil, nil, false
+	}
+	c := st.repeatCall(domainOf(m.Login), m.Login, fingerprint(m))
+	if decisive {
+		c.stop = r.Repeats
+	}
+	return st.rdb, []scriptCall{c}, true
+}
+
+// judgeBatch implements batcher.
+func (r *Repeats) judgeBatch(_ context.Context, m *Message, res [][]int64, err error) *Verdict {
+	n := 0
+	if err == nil {
+		n, err = countResult(res[0])
+	}
+	return r.judge(m, n, err)
 }
 
 // fpLower maps each byte to what the fingerprint keeps of it: fpSpace for

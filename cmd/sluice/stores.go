@@ -140,7 +140,6 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Su
 	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}}
 	p.Rules = []screen.Rule{
 		screen.Headers{},
-		&screen.Repeats{Repeats: sc.LoopRepeats, Store: st.repeats, Log: log},
 		&screen.WebForm{Mode: sc.WebForm, Limit: sc.WebFormLimit, Store: st.hourly, Log: log},
 		screen.NewAttachments(sc.BlockedExtensions),
 		&screen.Links{DomainZones: sc.DomainBlocklists, IPZones: sc.IPBlocklists, Resolver: res, Budget: sc.BlocklistBudget.Duration, MaxLookups: 50, Log: log},
@@ -149,9 +148,14 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Su
 		p.Rules = append(p.Rules, &screen.Rspamd{URL: sc.Rspamd.URL, Password: sc.Rspamd.Password, Budget: sc.Rspamd.Budget.Duration,
 			Fallback: sc.Rspamd.Fallback, AddHeader: sc.Rspamd.AddHeader, Log: log})
 	}
-	// Last: the compromise counters count only mail that every other rule
+	// Last, the counting rules: the loop rule counts copies of mail the
+	// content rules let through (a copy refused, and sent again, is not a
+	// loop), and the compromise counters only mail that every other rule
 	// let through, so a message refused or deferred (and sent again) is not
-	// counted as volume or first-time recipients.
+	// counted as volume or first-time recipients. With Redis both count in
+	// one round trip, the compromise counts skipped when the loop rule
+	// defers or holds.
+	p.Rules = append(p.Rules, &screen.Repeats{Repeats: sc.LoopRepeats, Store: st.repeats, Log: log})
 	p.Rules = append(p.Rules, &screen.Compromise{NewRecipientsPerHour: sc.NewRecipientsHour, VolumeMultiple: sc.VolumeMultiple, MinVolume: sc.MinVolume,
 		History: st.history, Hourly: st.hourly, Daily: st.daily, Suspend: sus, Contact: abuseContact(cfg), Log: log})
 	for who, o := range sc.Overrides {

@@ -1,0 +1,142 @@
+package screen
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"sluice/screen/redistest"
+)
+
+// batchPipeline is the tail of serve's pipeline on one Redis: the loop
+// rule (3 copies allowed), then the compromise counters (first-time
+// recipients over 5 suspend, volume thresholds out of reach).
+func batchPipeline(t *testing.T, rdb redis.UniversalClient, overrides map[string]ActionOverrides) (*Pipeline, suspendLog) {
+	t.Helper()
+	hourly := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute})
+	daily := NewRedisStore(rdb, StoreConfig{Window: 24 * time.Hour, Hold: time.Minute})
+	loops := NewRedisStore(rdb, StoreConfig{Window: 10 * time.Minute, Hold: time.Minute})
+	sus := suspendLog{}
+	return &Pipeline{Log: quiet, Overrides: overrides, Rules: []Rule{
+		Headers{},
+		&Repeats{Repeats: 3, Store: loops, Log: quiet},
+		&Compromise{NewRecipientsPerHour: 5, VolumeMultiple: 10, MinVolume: 1 << 30, History: hourly, Hourly: hourly, Daily: daily,
+			Suspend: sus, Contact: "abuse@relay.test", Log: quiet},
+	}}, sus
+}
+
+// evalCalls is how many scripts Redis has run so far.
+func evalCalls(t *testing.T, rdb redis.UniversalClient) int {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(info, "\r\n") {
+		if strings.HasPrefix(line, "cmdstat_evalsha:") || strings.HasPrefix(line, "cmdstat_eval:") {
+			var c int
+			fmt.Sscanf(line[strings.IndexByte(line, '=')+1:], "%d", &c)
+			n += c
+		}
+	}
+	return n
+}
+
+func sameCopy(login, rcpt string) *Message {
+	return msg(login, []string{rcpt}, "From: "+login+"\nSubject: Contact form\n\nA visitor wrote: hello\n")
+}
+
+// The loop rule and the compromise counters count a message in one round
+// trip; a copy the loop rule defers or holds is not counted as volume or
+// first-time recipients, unless the loop rule is overridden to allow.
+func TestLoopAndCompromiseShareARoundTrip(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, err := NewRedisClient(srv.URL(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	volume := func(login string) int {
+		u, err := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(ctx, domainOf(login), "vol:"+login)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Used
+	}
+
+	t.Run("one round trip, loop stops the counting", func(t *testing.T) {
+		p, _ := batchPipeline(t, rdb, nil)
+		const login = "form@example.test"
+		// The first run loads the script (NOSCRIPT, then EVAL): not counted.
+		p.Screen(ctx, sameCopy("warm-up@example.test", "owner@remote.test"))
+		before := evalCalls(t, rdb)
+		var got []string
+		for i := 0; i < 8; i++ {
+			v := p.Screen(ctx, sameCopy(login, "owner@remote.test"))
+			got = append(got, verdictName(v))
+		}
+		if want := "accept accept accept defer defer defer hold hold"; strings.Join(got, " ") != want {
+			t.Fatalf("verdicts %v, want %s", got, want)
+		}
+		if n := evalCalls(t, rdb) - before; n != 8 {
+			t.Fatalf("%d script runs for 8 messages, want 8 (one round trip each)", n)
+		}
+		if v := volume(login); v != 3 {
+			t.Fatalf("volume %d, want 3: the copies the loop rule stopped are not counted", v)
+		}
+	})
+
+	t.Run("loop allowed: every copy counted", func(t *testing.T) {
+		const login = "allowed@example.test"
+		p, _ := batchPipeline(t, rdb, map[string]ActionOverrides{login: {"loop": "allow"}})
+		for i := 0; i < 8; i++ {
+			if v := p.Screen(ctx, sameCopy(login, "owner@remote.test")); v != nil {
+				t.Fatalf("copy %d: %+v with loop allowed", i, v)
+			}
+		}
+		if v := volume(login); v != 8 {
+			t.Fatalf("volume %d, want 8", v)
+		}
+	})
+
+	t.Run("compromise judged from the batch", func(t *testing.T) {
+		p, sus := batchPipeline(t, rdb, nil)
+		const login = "stolen@example.test"
+		var v *Verdict
+		for i := 0; i < 10 && v == nil; i++ {
+			out := p.Run(ctx, sameCopy(login, fmt.Sprintf("stranger%d@list.test", i)))
+			v = out.Verdict
+		}
+		if v == nil || v.Rule != "compromise" || v.Action != Hold || !strings.Contains(v.Message, "first-time recipients") {
+			t.Fatalf("a burst of strangers: %+v", v)
+		}
+		if sus[login] == "" {
+			t.Fatalf("login not suspended: %v", sus)
+		}
+	})
+
+	t.Run("Redis down lets mail through", func(t *testing.T) {
+		dead, err := NewRedisClient("redis://127.0.0.1:1/0", 300*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dead.Close() })
+		p, _ := batchPipeline(t, dead, nil)
+		if v := p.Screen(ctx, sameCopy("down@example.test", "owner@remote.test")); v != nil {
+			t.Fatalf("with Redis down: %+v", v)
+		}
+	})
+}
+
+func verdictName(v *Verdict) string {
+	if v == nil {
+		return "accept"
+	}
+	return map[Action]string{Reject: "reject", Defer: "defer", Hold: "hold", Mark: "mark"}[v.Action]
+}
