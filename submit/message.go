@@ -20,39 +20,52 @@ const maxLine = 998
 // section is named by its field (the client's plugin folds header fields,
 // its encoder body lines: the fix differs).
 func checkLineEndings(msg []byte) error {
-	lineLen := 0
 	inHeader := true
 	field := 0 // start of the header field the current line belongs to
-	for i := 0; i < len(msg); i++ {
-		if lineLen == 0 && inHeader {
-			switch msg[i] {
-			case '\r':
+	for start := 0; start < len(msg); {
+		// One line at a time, its ends found by search: the first of a
+		// bare CR, a NUL, a bare LF or the 999th character is refused,
+		// as a walk byte by byte would find it.
+		lf := bytes.IndexByte(msg[start:], '\n')
+		end, next := len(msg), len(msg) // end: where the line's text ends
+		if lf >= 0 {
+			end, next = start+lf, start+lf+1
+			if end > start && msg[end-1] == '\r' {
+				end-- // the CRLF
+			}
+		}
+		line := msg[start:end]
+		if inHeader {
+			switch {
+			case len(line) > 0 && (line[0] == ' ' || line[0] == '\t'):
+			case len(line) > 0 && line[0] == '\r', len(line) == 0 && lf >= 0 && end < start+lf:
 				inHeader = false // the blank line ends the header
-			case ' ', '\t':
 			default:
-				field = i
+				field = start
 			}
 		}
-		switch msg[i] {
-		case '\r':
-			if i+1 >= len(msg) || msg[i+1] != '\n' {
-				return errBareLineEnding
-			}
-			i++
-			lineLen = 0
-			continue
-		case '\n':
-			return errBareLineEnding
-		case 0:
-			return errNUL
+		first, err := len(line), error(nil) // the first fault in the line
+		if lf >= 0 && end == start+lf {
+			err = errBareLineEnding // the line ends in a bare LF
+		} else if lf < 0 && len(line) > 0 && line[len(line)-1] == '\r' {
+			first, err = len(line)-1, errBareLineEnding // a CR ends the message
 		}
-		lineLen++
-		if lineLen > maxLine {
+		if i := bytes.IndexByte(line, '\r'); i >= 0 && i < first {
+			first, err = i, errBareLineEnding
+		}
+		if i := bytes.IndexByte(line[:first], 0); i >= 0 {
+			first, err = i, errNUL
+		}
+		if first > maxLine {
 			if name := fieldName(msg[field:]); inHeader && name != "" {
 				return errLongHeaderLine(name)
 			}
 			return errLongLine
 		}
+		if err != nil {
+			return err
+		}
+		start = next
 	}
 	return nil
 }
