@@ -29,24 +29,6 @@ func batchPipeline(t *testing.T, rdb redis.UniversalClient, overrides map[string
 	}}, sus
 }
 
-// evalCalls is how many scripts Redis has run so far.
-func evalCalls(t *testing.T, rdb redis.UniversalClient) int {
-	t.Helper()
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(info, "\r\n") {
-		if strings.HasPrefix(line, "cmdstat_evalsha:") || strings.HasPrefix(line, "cmdstat_eval:") {
-			var c int
-			fmt.Sscanf(line[strings.IndexByte(line, '=')+1:], "%d", &c)
-			n += c
-		}
-	}
-	return n
-}
-
 func sameCopy(login, rcpt string) *Message {
 	return msg(login, []string{rcpt}, "From: "+login+"\nSubject: Contact form\n\nA visitor wrote: hello\n")
 }
@@ -56,11 +38,7 @@ func sameCopy(login, rcpt string) *Message {
 // first-time recipients, unless the loop rule is overridden to allow.
 func TestLoopAndCompromiseShareARoundTrip(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb, err := NewRedisClient(srv.URL(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := testRedisClient(t, srv.URL())
 	ctx := context.Background()
 	volume := func(login string) int {
 		u, err := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(ctx, domainOf(login), "vol:"+login)
@@ -75,17 +53,17 @@ func TestLoopAndCompromiseShareARoundTrip(t *testing.T) {
 		const login = "form@example.test"
 		// The first run loads the script (NOSCRIPT, then EVAL): not counted.
 		p.Screen(ctx, sameCopy("warm-up@example.test", "owner@remote.test"))
-		before := evalCalls(t, rdb)
 		var got []string
-		for i := 0; i < 8; i++ {
-			v := p.Screen(ctx, sameCopy(login, "owner@remote.test"))
-			got = append(got, verdictName(v))
-		}
+		trips, calls := srv.RoundTrips(t, func() {
+			for i := 0; i < 8; i++ {
+				got = append(got, verdictName(p.Screen(ctx, sameCopy(login, "owner@remote.test"))))
+			}
+		})
 		if want := "accept accept accept defer defer defer hold hold"; strings.Join(got, " ") != want {
 			t.Fatalf("verdicts %v, want %s", got, want)
 		}
-		if n := evalCalls(t, rdb) - before; n != 8 {
-			t.Fatalf("%d script runs for 8 messages, want 8 (one round trip each)", n)
+		if trips != 8 || calls["evalsha"] != 8 {
+			t.Fatalf("%d round trips, %d script runs for 8 messages, want 8 and 8", trips, calls["evalsha"])
 		}
 		if v := volume(login); v != 3 {
 			t.Fatalf("volume %d, want 3: the copies the loop rule stopped are not counted", v)

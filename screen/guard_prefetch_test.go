@@ -3,7 +3,6 @@ package screen
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,67 +11,6 @@ import (
 
 	"sluice/screen/redistest"
 )
-
-// gpCounter reads redis-server's own counters over a connection of its
-// own (INFO stats, commandstats).
-type gpCounter struct {
-	t   *testing.T
-	rdb *redis.Client
-}
-
-func gpNewCounter(t *testing.T, srv *redistest.Server) *gpCounter {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 1, Protocol: 2, DisableIdentity: true})
-	t.Cleanup(func() { rdb.Close() })
-	return &gpCounter{t: t, rdb: rdb}
-}
-
-// info returns the numeric fields of INFO stats and the calls of each
-// command (cmdstat_NAME: "calls").
-func (c *gpCounter) info() map[string]int64 {
-	c.t.Helper()
-	text, err := c.rdb.Info(context.Background(), "stats", "commandstats").Result()
-	if err != nil {
-		c.t.Fatalf("INFO: %v", err)
-	}
-	out := map[string]int64{}
-	for _, line := range strings.Split(text, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		if strings.HasPrefix(k, "cmdstat_") {
-			calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
-			v = calls
-		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out
-}
-
-// roundTrips runs f and returns how many requests redis-server read from
-// its clients meanwhile (total_reads_processed, less the INFO that reads
-// it), and how many times each command ran.
-func (c *gpCounter) roundTrips(f func()) (trips int64, calls map[string]int64) {
-	c.t.Helper()
-	a := c.info()
-	b := c.info()
-	f()
-	d := c.info()
-	perInfo := b["total_reads_processed"] - a["total_reads_processed"]
-	calls = map[string]int64{}
-	for k, v := range d {
-		if name, ok := strings.CutPrefix(k, "cmdstat_"); ok && name != "info" && v != b[k] {
-			calls[name] = v - b[k]
-		}
-	}
-	if calls["hello"] != 0 {
-		c.t.Fatalf("a client opened a connection during the measure (%v): warm its pool first", calls)
-	}
-	return d["total_reads_processed"] - b["total_reads_processed"] - perInfo, calls
-}
 
 // gpState is one answer of State.
 type gpState struct {
@@ -100,7 +38,6 @@ func TestLockedSuspensionAnswersInOneRoundTrip(t *testing.T) {
 	if !g.SharesClient(s) || g.SharesClient(NewRedisSuspensions(guardRedis(t, srv), 0)) {
 		t.Fatal("SharesClient does not tell the guard's client from another")
 	}
-	count := gpNewCounter(t, srv)
 	for range 2 { // the client's connections are open
 		g.Locked(ctx, "warm@example.test", "127.0.0.9")
 		s.State(ctx, "warm@example.test")
@@ -140,16 +77,16 @@ func TestLockedSuspensionAnswersInOneRoundTrip(t *testing.T) {
 			var lu, iu time.Time
 			var lerr error
 			var want gpState
-			twoTrips, twoCalls := count.roundTrips(func() {
+			twoTrips, twoCalls := srv.RoundTrips(t, func() {
 				lu, iu, lerr = g.Locked(ctx, tc.login, tc.ip)
 				want.sus, want.lifted, want.err = s.State(ctx, tc.login)
 			})
 			var plu, piu time.Time
 			var perr error
 			var pre *PrefetchedSuspensions
-			oneTrip, oneCalls := count.roundTrips(func() { plu, piu, pre, perr = g.LockedSuspension(ctx, tc.login, tc.ip, s) })
+			oneTrip, oneCalls := srv.RoundTrips(t, func() { plu, piu, pre, perr = g.LockedSuspension(ctx, tc.login, tc.ip, s) })
 			var got gpState
-			asked, _ := count.roundTrips(func() { got.sus, got.lifted, got.err = pre.State(ctx, tc.login) })
+			asked, _ := srv.RoundTrips(t, func() { got.sus, got.lifted, got.err = pre.State(ctx, tc.login) })
 
 			if lerr != nil || perr != nil || want.err != nil || got.err != nil {
 				t.Fatalf("errors: Locked %v, LockedSuspension %v, State %v, read ahead %v", lerr, perr, want.err, got.err)
@@ -182,7 +119,7 @@ func TestLockedSuspensionAnswersInOneRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	var reason string
-	trips, _ := count.roundTrips(func() { reason, err = pre.Suspended(ctx, "canonical@example.test") })
+	trips, _ := srv.RoundTrips(t, func() { reason, err = pre.Suspended(ctx, "canonical@example.test") })
 	if reason != suspWhy || err != nil || trips != 1 {
 		t.Fatalf("another login: %q %v in %d round trips; want the suspension, in 1", reason, err, trips)
 	}
@@ -192,11 +129,11 @@ func TestLockedSuspensionAnswersInOneRoundTrip(t *testing.T) {
 	for range 2 {
 		other.State(ctx, "warm@example.test")
 	}
-	trips, _ = count.roundTrips(func() { _, _, pre, err = g.LockedSuspension(ctx, "b@example.test", "127.0.0.2", other) })
+	trips, _ = srv.RoundTrips(t, func() { _, _, pre, err = g.LockedSuspension(ctx, "b@example.test", "127.0.0.2", other) })
 	if err != nil || trips != 1 {
 		t.Fatalf("other client: LockedSuspension %v in %d round trips, want Locked's 1", err, trips)
 	}
-	trips, _ = count.roundTrips(func() { reason, err = pre.Suspended(ctx, "b@example.test") })
+	trips, _ = srv.RoundTrips(t, func() { reason, err = pre.Suspended(ctx, "b@example.test") })
 	if reason != suspWhy || err != nil || trips != 1 {
 		t.Fatalf("other client: %q %v in %d round trips; want the suspension, in 1", reason, err, trips)
 	}

@@ -11,16 +11,23 @@ import (
 	"sluice/screen/redistest"
 )
 
+// testRedisClient is a client of url, closed when the test ends.
+func testRedisClient(t *testing.T, url string) redis.UniversalClient {
+	t.Helper()
+	rdb, err := NewRedisClient(url, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // The loop rule behaves the same on Redis as in memory: it defers past
 // Repeats copies, holds past twice that, and forgets copies older than
 // the window.
 func TestRepeatsOnRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb, err := NewRedisClient(srv.URL(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := testRedisClient(t, srv.URL())
 	stores := map[string]func(StoreConfig) QuotaStore{
 		"memory": func(c StoreConfig) QuotaStore { return NewMemoryStore(c) },
 		"redis":  func(c StoreConfig) QuotaStore { return NewRedisStore(rdb, c) },
@@ -68,11 +75,7 @@ func TestRepeatsOnRedis(t *testing.T) {
 // dropped from them; one fingerprint keeps at most repeatKeep times.
 func TestRepeatKeysBounded(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb, err := NewRedisClient(srv.URL(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := testRedisClient(t, srv.URL())
 	ctx := context.Background()
 	window := 700 * time.Millisecond
 	st := NewRedisStore(rdb, StoreConfig{Window: window, Hold: time.Minute})

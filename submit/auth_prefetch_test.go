@@ -3,7 +3,6 @@ package submit_test
 import (
 	"context"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,62 +79,6 @@ func apAuth(t *testing.T, addr, user, pass string) response {
 	defer c.conn.Close()
 	c.cmd("EHLO client.test")
 	return c.cmd("AUTH PLAIN %s", plainIR("", user, pass))
-}
-
-// apCounter reads redis-server's own counters (INFO stats, commandstats)
-// over a connection of its own.
-type apCounter struct {
-	t   *testing.T
-	rdb *redis.Client
-}
-
-func apNewCounter(t *testing.T, red *redistest.Server) *apCounter {
-	rdb := redis.NewClient(&redis.Options{Addr: red.Addr, PoolSize: 1, Protocol: 2, DisableIdentity: true})
-	t.Cleanup(func() { rdb.Close() })
-	return &apCounter{t: t, rdb: rdb}
-}
-
-func (c *apCounter) info() map[string]int64 {
-	c.t.Helper()
-	text, err := c.rdb.Info(context.Background(), "stats", "commandstats").Result()
-	if err != nil {
-		c.t.Fatalf("INFO: %v", err)
-	}
-	out := map[string]int64{}
-	for _, line := range strings.Split(text, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		if strings.HasPrefix(k, "cmdstat_") {
-			v, _, _ = strings.Cut(strings.TrimPrefix(v, "calls="), ",")
-		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out
-}
-
-// roundTrips runs f and returns how many requests redis-server read from
-// its clients meanwhile (total_reads_processed less INFO's own), and how
-// many times each command ran.
-func (c *apCounter) roundTrips(f func()) (int64, map[string]int64) {
-	c.t.Helper()
-	a, b := c.info(), c.info()
-	f()
-	d := c.info()
-	calls := map[string]int64{}
-	for k, v := range d {
-		if name, ok := strings.CutPrefix(k, "cmdstat_"); ok && name != "info" && v != b[k] {
-			calls[name] = v - b[k]
-		}
-	}
-	if calls["hello"] != 0 {
-		c.t.Fatalf("a client opened a connection during the measure (%v): warm its pool first", calls)
-	}
-	perInfo := b["total_reads_processed"] - a["total_reads_processed"]
-	return d["total_reads_processed"] - b["total_reads_processed"] - perInfo, calls
 }
 
 // apClock is the time of day of a lockout reply, which differs between two
@@ -318,14 +261,13 @@ func TestAuthPrefetchRoundTrips(t *testing.T) {
 	for _, w := range apWirings {
 		t.Run(w.name, func(t *testing.T) {
 			r := apStart(t, w.together, "")
-			count := apNewCounter(t, r.red)
 			for range 2 { // the gateway's Redis connections are open
 				if reply := apAuth(t, r.implicit, "info@example.test", testPassword); reply.code != 235 {
 					t.Fatal(reply)
 				}
 			}
 			var reply response
-			trips, calls := count.roundTrips(func() { reply = apAuth(t, r.implicit, "info@example.test", testPassword) })
+			trips, calls := r.red.RoundTrips(t, func() { reply = apAuth(t, r.implicit, "info@example.test", testPassword) })
 			if reply.code != 235 {
 				t.Fatal(reply)
 			}
@@ -363,7 +305,6 @@ func TestAuthPrefetchCanonicalName(t *testing.T) {
 			r := apStart(t, w.together, "", func(s *submit.Server) {
 				s.Auth = &dovecotauth.Client{Addr: dv.Addr, Timeout: 5 * time.Second}
 			})
-			count := apNewCounter(t, r.red)
 			for range 2 { // the gateway's Redis connections are open
 				apAuth(t, r.implicit, "canon@dove.test", testPassword)
 				apAuth(t, r.implicit, "alias@dove.test", testPassword)
@@ -374,7 +315,7 @@ func TestAuthPrefetchCanonicalName(t *testing.T) {
 						r.susp.Record(context.Background(), "canon@dove.test", apWhy)
 					}
 					var reply response
-					trips, _ := count.roundTrips(func() { reply = apAuth(t, r.implicit, tc.user, testPassword) })
+					trips, _ := r.red.RoundTrips(t, func() { reply = apAuth(t, r.implicit, tc.user, testPassword) })
 					if reply.String() != tc.want || trips != tc.trips[w.together] {
 						t.Errorf("reply %q in %d round trips\nwant  %q in %d", reply, trips, tc.want, tc.trips[w.together])
 					}

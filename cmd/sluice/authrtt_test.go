@@ -10,70 +10,20 @@ package main
 import (
 	"context"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"sluice/screen"
 	"sluice/screen/redistest"
 	"sluice/submit/userdb"
 )
 
-// artInfo returns the numeric fields of redis-server's INFO stats and the
-// calls of each command (cmdstat_NAME).
-func artInfo(t *testing.T, rdb *redis.Client) map[string]int64 {
-	t.Helper()
-	text, err := rdb.Info(context.Background(), "stats", "commandstats").Result()
-	if err != nil {
-		t.Fatalf("INFO: %v", err)
-	}
-	out := map[string]int64{}
-	for _, line := range strings.Split(text, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		if strings.HasPrefix(k, "cmdstat_") {
-			v, _, _ = strings.Cut(strings.TrimPrefix(v, "calls="), ",")
-		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out
-}
-
-// artRoundTrips runs f and returns how many requests redis-server read
-// from its clients meanwhile (total_reads_processed less INFO's own), and
-// how many times each command ran.
-func artRoundTrips(t *testing.T, rdb *redis.Client, f func()) (int64, map[string]int64) {
-	t.Helper()
-	a, b := artInfo(t, rdb), artInfo(t, rdb)
-	f()
-	d := artInfo(t, rdb)
-	calls := map[string]int64{}
-	for k, v := range d {
-		if name, ok := strings.CutPrefix(k, "cmdstat_"); ok && name != "info" && v != b[k] {
-			calls[name] = v - b[k]
-		}
-	}
-	if calls["hello"] != 0 {
-		t.Fatalf("sluice opened a Redis connection during the measure (%v): warm its pool first", calls)
-	}
-	perInfo := b["total_reads_processed"] - a["total_reads_processed"]
-	return d["total_reads_processed"] - b["total_reads_processed"] - perInfo, calls
-}
-
 func TestAuthOneRedisRoundTrip(t *testing.T) {
 	t.Parallel()
 	red := redistest.Start(t)
 	bob := testUser{addr: "bob@example.test", password: "bob-secret-pw-1"}
 	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\n", alice, bob)
-	counter := redis.NewClient(&redis.Options{Addr: red.Addr, PoolSize: 1, Protocol: 2, DisableIdentity: true})
-	defer counter.Close()
 	auth := func(u testUser) (int, string) {
 		t.Helper()
 		c, err := opsDial(s.submission, false)
@@ -92,7 +42,7 @@ func TestAuthOneRedisRoundTrip(t *testing.T) {
 	}
 	var code int
 	var text string
-	trips, calls := artRoundTrips(t, counter, func() { code, text = auth(alice) })
+	trips, calls := red.RoundTrips(t, func() { code, text = auth(alice) })
 	t.Logf("one successful AUTH: %d Redis round trips, commands %v", trips, calls)
 	if code != 235 || trips != 1 || calls["pttl"] != 2 || calls["get"] != 1 || len(calls) != 2 {
 		t.Fatalf("AUTH: %d %s in %d Redis round trips, commands %v; want 235 in 1, pttl 2 and get 1", code, text, trips, calls)
