@@ -118,3 +118,87 @@ func verdictName(v *Verdict) string {
 	}
 	return map[Action]string{Reject: "reject", Defer: "defer", Hold: "hold", Mark: "mark"}[v.Action]
 }
+
+// ScreenAndCommit charges the quota in the counting rules' round trip
+// when it lets the message through, and leaves the commit to the caller
+// when the batch stopped before it (the loop rule deferred or held the
+// message) or Redis failed.
+func TestScreenAndCommit(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := testRedisClient(t, srv.URL())
+	ctx := context.Background()
+	q := NewQuota(NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute}), QuotaConfig{Default: 100}, quiet)
+	p, _ := batchPipeline(t, rdb, nil)
+	p.Quota = q
+	usage := func(login string) Usage {
+		u, err := q.Store().Usage(ctx, domainOf(login), "login:"+login)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	send := func(login, rcpt string, n int) (hold string, committed bool, err error) {
+		txn, id := fmt.Sprintf("t-%s-%d", login, n), fmt.Sprintf("m-%s-%d", login, n)
+		if err := q.Reserve(ctx, login, nil, txn, 1); err != nil {
+			t.Fatal(err)
+		}
+		m := sameCopy(login, rcpt)
+		hold, _, committed, err = p.ScreenAndCommit(ctx, login, "", login, m.Rcpts, m.Raw, false, nil, txn, id)
+		return hold, committed, err
+	}
+	send("warm-up@example.test", "owner@remote.test", 0) // the script is loaded
+
+	const login = "shop@example.test"
+	var hold string
+	var committed bool
+	var err error
+	trips, _ := srv.RoundTrips(t, func() { hold, committed, err = send(login, "owner@remote.test", 1) })
+	if err != nil || hold != "" || !committed {
+		t.Fatalf("first message: hold %q, committed %v, err %v", hold, committed, err)
+	}
+	if trips != 2 { // the RCPT's reservation, then counts and commit together
+		t.Fatalf("%d round trips for the reservation and the screen, want 2", trips)
+	}
+	if u := usage(login); u.Used != 1 || u.Reserved != 0 {
+		t.Fatalf("after one message: %+v, want 1 used, none reserved", u)
+	}
+	for n := 2; n <= 3; n++ {
+		if _, committed, err = send(login, "owner@remote.test", n); err != nil || !committed {
+			t.Fatalf("copy %d: committed %v, err %v", n, committed, err)
+		}
+	}
+	// The 4th copy is deferred by the loop rule: not charged, still reserved.
+	if _, committed, err = send(login, "owner@remote.test", 4); err == nil || committed {
+		t.Fatalf("4th copy: committed %v, err %v; want a deferral, not charged", committed, err)
+	}
+	if u := usage(login); u.Used != 3 || u.Reserved != 1 {
+		t.Fatalf("after the deferral: %+v, want 3 used and the 4th still reserved (the session releases it)", u)
+	}
+	// Past twice the limit the loop rule holds: accepted, so the caller
+	// commits it itself.
+	for n := 5; n <= 7; n++ {
+		hold, committed, err = send(login, "owner@remote.test", n)
+	}
+	if err != nil || hold == "" || committed {
+		t.Fatalf("7th copy: hold %q, committed %v, err %v; want held, left to the caller", hold, committed, err)
+	}
+
+	// A commit the quota would refuse (nothing reserved and the limit
+	// reached) is left to the caller's Commit, which says why.
+	tight := NewQuota(q.Store(), QuotaConfig{Default: 1}, quiet)
+	p.Quota = tight
+	const full = "full@example.test"
+	if _, committed, err = send(full, "a@remote.test", 1); err != nil || !committed {
+		t.Fatalf("within the limit: committed %v, err %v", committed, err)
+	}
+	m := sameCopy(full, "b@remote.test")
+	if _, _, committed, err = p.ScreenAndCommit(ctx, full, "", full, m.Rcpts, m.Raw, false, nil, "unreserved", "m-x"); err != nil || committed {
+		t.Fatalf("over the limit without a reservation: committed %v, err %v; want it left to the caller", committed, err)
+	}
+	if cerr := tight.Commit(ctx, full, nil, "unreserved", "m-x", 1); cerr == nil {
+		t.Fatal("the caller's Commit let the message through over the limit")
+	}
+	if u := usage(full); u.Used != 1 {
+		t.Fatalf("full login: %+v, want 1 used", u)
+	}
+}

@@ -34,6 +34,8 @@ type Pipeline struct {
 	// OnVerdict, when set, is called with each decisive verdict (rule and
 	// action), for metrics.
 	OnVerdict func(rule string, action Action)
+	// Quota, when set, is the quota ScreenAndCommit charges.
+	Quota *Quota
 }
 
 // Outcome is what screening decided for one message.
@@ -135,12 +137,26 @@ func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdic
 	if !okB || rdbA != rdbB {
 		return nil, nil, false // a alone, with its own Check
 	}
-	res, err := runBatch(ctx, rdbA, append(callsA, callsB...))
+	calls := append(callsA, callsB...)
+	withCommit := m.commit != nil && i+2 == len(p.Rules) && m.commit.rdb == rdbA
+	if withCommit {
+		// The last rules: the quota commit rides along, and is run only
+		// if no stop ended the batch before it.
+		calls = append(calls, m.commit.call)
+	}
+	res, err := runBatch(ctx, rdbA, calls)
 	if err == nil && len(res) < len(callsA) {
 		err = fmt.Errorf("%w: batch: %d answers", ErrStore, len(res))
 	}
 	if err != nil {
 		return a.judgeBatch(ctx, m, nil, err), func() *Verdict { return b.judgeBatch(ctx, m, nil, err) }, true
+	}
+	if withCommit && len(res) == len(calls) {
+		// {0, now}: charged; a refusal is left to the caller's own
+		// Commit, which says why.
+		last := res[len(res)-1]
+		m.commit.done = len(last) > 0 && last[0] == 0
+		res = res[:len(res)-1]
 	}
 	v = a.judgeBatch(ctx, m, res[:len(callsA)], nil)
 	rest := res[len(callsA):]
@@ -220,6 +236,24 @@ func nowID() string {
 	return fmt.Sprintf("%d.%d", time.Now().UnixNano(), atomic.AddUint64(&idSeq.n, 1))
 }
 
+// ScreenAndCommit is ScreenMessageHeaders that also charges the message
+// (Quota.Commit of login's transaction txn, as message id, for every
+// recipient) in the round trip of the counting rules, when the quota and
+// they are in one Redis. committed reports whether it did: if not, the
+// caller commits as before; if it did and the message is refused or not
+// queued after all, the caller refunds it.
+func (p *Pipeline) ScreenAndCommit(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool,
+	override *int, txn, id string) (hold string, headers []byte, committed bool, err error) {
+	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
+	if p.Quota != nil {
+		if rdb, call, ok := p.Quota.commitCall(login, override, txn, id, len(rcpts)); ok {
+			m.commit = &batchCommit{rdb: rdb, call: call}
+		}
+	}
+	hold, headers, err = p.screen(ctx, m)
+	return hold, headers, m.commit != nil && m.commit.done, err
+}
+
 // ScreenMessageHeaders is the pipeline as submit sees it
 // (submit.Screener): it returns a hold reason when the message is to be
 // accepted but held, or an error carrying the reply (a *Verdict) when it
@@ -227,7 +261,11 @@ func nowID() string {
 // accepted message (each ending in CRLF; e.g. "X-Spam: Yes" when Rspamd
 // says "add header"), for the caller to add before signing.
 func (p *Pipeline) ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, []byte, error) {
-	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
+	return p.screen(ctx, &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost})
+}
+
+func (p *Pipeline) screen(ctx context.Context, m *Message) (string, []byte, error) {
+	login := m.Login
 	out := p.Run(ctx, m)
 	v := out.Verdict
 	switch {

@@ -8,6 +8,8 @@ import (
 	"mime/quotedprintable"
 	"net/mail"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Message is what the content rules see: the envelope, the login, and the
@@ -31,6 +33,17 @@ type Message struct {
 	walked   bool // Parts has walked the MIME tree
 	parts    []Part
 	partsErr error
+
+	// commit, when set, is a quota commit to send with the counting
+	// rules' batch (Pipeline.ScreenAndCommit).
+	commit *batchCommit
+}
+
+// batchCommit is a quota commit riding on the counting rules' round trip.
+type batchCommit struct {
+	rdb  redis.UniversalClient
+	call scriptCall
+	done bool // charged
 }
 
 type field struct {

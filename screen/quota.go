@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // QuotaConfig is the [quota] section.
@@ -107,6 +109,16 @@ func (q *Quota) Commit(ctx context.Context, login string, override *int, txn, id
 	c := q.charge(login, override, txn, id, n)
 	ref, err := q.store.Commit(ctx, c)
 	return q.verdict(login, "commit", ref, err)
+}
+
+// commitCall is Commit as a call of a batch, for a Redis store: the
+// client it goes to; false for any other store.
+func (q *Quota) commitCall(login string, override *int, txn, id string, n int) (redis.UniversalClient, scriptCall, bool) {
+	st, ok := q.store.(*RedisStore)
+	if !ok {
+		return nil, scriptCall{}, false
+	}
+	return st.rdb, st.call("commit", q.charge(login, override, txn, id, n)), true
 }
 
 // Release gives back what txn reserved (refused or aborted message).

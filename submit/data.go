@@ -72,9 +72,20 @@ func (s *session) Data(r io.Reader) error {
 	}
 	hold := ""
 	var screenHeaders []byte
+	committed := false // the quota charged with the screen's counts
+	ctx := context.Background()
 	if s.srv.Screen != nil {
-		hold, screenHeaders, err = s.srv.Screen.ScreenMessageHeaders(context.Background(), s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
+		if sc, ok := s.srv.Screen.(ScreenCommitter); ok && s.srv.Quota != nil {
+			hold, screenHeaders, committed, err = sc.ScreenAndCommit(ctx, s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8,
+				s.login.Quota, s.txn, id)
+		} else {
+			hold, screenHeaders, err = s.srv.Screen.ScreenMessageHeaders(ctx, s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
+		}
+		if committed {
+			s.reserved = false // the reservation became the charge
+		}
 		if err != nil {
+			s.refundIf(committed, id)
 			return s.refuse(id, len(msg), err, "screen")
 		}
 	}
@@ -93,11 +104,11 @@ func (s *session) Data(r io.Reader) error {
 	if s.srv.Signer != nil {
 		sigs, signing, err = s.srv.Signer.Sign(fromDomain, prefix.Bytes(), msg)
 		if err != nil {
+			s.refundIf(committed, id)
 			return s.refuse(id, len(msg), err, "dkim")
 		}
 	}
-	ctx := context.Background()
-	if q := s.srv.Quota; q != nil {
+	if q := s.srv.Quota; q != nil && !committed {
 		if err := q.Commit(ctx, s.login.Name, s.login.Quota, s.txn, id, len(s.rcpts)); err != nil {
 			return s.refuse(id, len(msg), err, "quota")
 		}
@@ -129,6 +140,14 @@ func (s *session) Data(r io.Reader) error {
 		"recipients", len(s.rcpts), "size", env.Size, "verdict", verdict, "reason", reason, "dkim", signing,
 		"ip", s.ip, "ms", time.Since(start).Milliseconds())
 	return errQueued(id)
+}
+
+// refundIf takes back the charge of message id when committed: it was
+// charged with the screen's counts and then not queued.
+func (s *session) refundIf(committed bool, id string) {
+	if committed {
+		s.srv.Quota.Refund(context.Background(), s.login.Name, s.login.Quota, id, len(s.rcpts))
+	}
 }
 
 // readData reads the message within the size limit and, for DATA, the

@@ -66,6 +66,16 @@ type Screener interface {
 	ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (hold string, headers []byte, err error)
 }
 
+// ScreenCommitter is a Screener that can also charge the message's quota
+// (QuotaGate.Commit of the session's transaction txn, as message id, for
+// every recipient) in the same round trip as its own counting
+// (screen.Pipeline.ScreenAndCommit). committed reports whether it did;
+// if not, Data commits as usual.
+type ScreenCommitter interface {
+	ScreenAndCommit(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool,
+		override *int, txn, id string) (hold string, headers []byte, committed bool, err error)
+}
+
 // Suspensions is what AUTH asks of the suspension store every instance
 // shares (in Redis, or a local file for one instance): whether the
 // compromise rule suspended a login, whatever backend holds it. When it

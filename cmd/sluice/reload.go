@@ -45,6 +45,15 @@ func (h *screenHolder) ScreenMessageHeaders(ctx context.Context, login, ourHost,
 	return p.ScreenMessageHeaders(ctx, login, ourHost, envFrom, rcpts, raw, smtputf8)
 }
 
+func (h *screenHolder) ScreenAndCommit(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool,
+	override *int, txn, id string) (string, []byte, bool, error) {
+	p := h.p.Load()
+	if p == nil {
+		return "", nil, false, nil
+	}
+	return p.ScreenAndCommit(ctx, login, ourHost, envFrom, rcpts, raw, smtputf8, override, txn, id)
+}
+
 type precheckHolder struct {
 	p atomic.Pointer[dnscheck.Precheck]
 }

@@ -137,7 +137,7 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 // newPipeline builds the content rules from [screen].
 func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Suspender, log *slog.Logger) *screen.Pipeline {
 	sc := cfg.Screen
-	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}}
+	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}, Quota: st.quota}
 	p.Rules = []screen.Rule{
 		screen.Headers{},
 		&screen.WebForm{Mode: sc.WebForm, Limit: sc.WebFormLimit, Store: st.hourly, Log: log},

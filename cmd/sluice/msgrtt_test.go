@@ -1,0 +1,55 @@
+package main
+
+// With redis_url, an accepted message costs two Redis round trips: the
+// RCPT's reservation, then the content screen's counts (loop and
+// compromise) with the quota's charge, counted by redis-server itself;
+// and the charge is there: the login's usage grows by one a message.
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"sluice/screen"
+	"sluice/screen/redistest"
+)
+
+func TestMessageTwoRedisRoundTrips(t *testing.T) {
+	t.Parallel()
+	red := redistest.Start(t)
+	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\nmessages_per_hour = 100\n", alice)
+	c, err := opsDial(s.submission, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.quit()
+	if code, text, err := c.auth(alice.addr, alice.password); err != nil || code != 235 {
+		t.Fatalf("AUTH: %d %s %v", code, text, err)
+	}
+	send := func(i int) opsReply {
+		t.Helper()
+		r, err := c.send(alice.addr, fmt.Sprintf("rcpt%d@remote.test", i), opsMessage(alice.addr, fmt.Sprintf("rcpt%d@remote.test", i), fmt.Sprint("round trips ", i)))
+		if err != nil || r.code != 250 {
+			t.Fatalf("message %d: %+v %v", i, r, err)
+		}
+		return r
+	}
+	for i := range 3 { // sluice's Redis connections are open, the scripts loaded
+		send(i)
+	}
+	trips, calls := red.RoundTrips(t, func() { send(3) })
+	t.Logf("one accepted message: %d Redis round trips, commands %v", trips, calls)
+	if trips != 2 || calls["evalsha"] != 2 {
+		t.Fatalf("one message: %d Redis round trips, %d scripts; want 2 and 2 (reservation; counts and charge)", trips, calls["evalsha"])
+	}
+	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	u, err := screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(context.Background(), "example.test", "login:"+alice.addr)
+	if err != nil || u.Used != 4 || u.Reserved != 0 {
+		t.Fatalf("usage after 4 messages: %+v, %v; want 4 used, none reserved", u, err)
+	}
+}
