@@ -349,7 +349,7 @@ func (c *Config) check() error {
 			switch rule {
 			case "webform", "loop", "headers", "attachments", "links", "compromise", "rspamd":
 			default:
-				return fmt.Errorf("[screen.overrides.%q] unknown rule %q (webform, loop, headers, attachments, links)", who, rule)
+				return fmt.Errorf("[screen.overrides.%q] unknown rule %q (webform, loop, headers, attachments, links, compromise, rspamd)", who, rule)
 			}
 			switch action {
 			case "reject", "defer", "hold", "allow":

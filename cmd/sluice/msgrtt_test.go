@@ -53,3 +53,42 @@ func TestMessageTwoRedisRoundTrips(t *testing.T) {
 		t.Fatalf("usage after 4 messages: %+v, %v; want 4 used, none reserved", u, err)
 	}
 }
+
+// A message charged with the screen's counts and then refused (here the
+// compromise rule, overridden to reject, refuses the third first-time
+// recipient) gets its charge back: the usage counts only what was queued.
+func TestChargedThenRefusedIsRefunded(t *testing.T) {
+	t.Parallel()
+	red := redistest.Start(t)
+	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\nmessages_per_hour = 100\n"+
+		"\n[screen]\nnew_recipients_per_hour = 2\n[screen.overrides.\"alice@example.test\"]\ncompromise = \"reject\"\n", alice)
+	c, err := opsDial(s.submission, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.quit()
+	if code, text, err := c.auth(alice.addr, alice.password); err != nil || code != 235 {
+		t.Fatalf("AUTH: %d %s %v", code, text, err)
+	}
+	var codes []int
+	for i := range 3 {
+		rcpt := fmt.Sprintf("stranger%d@remote.test", i)
+		r, err := c.send(alice.addr, rcpt, opsMessage(alice.addr, rcpt, fmt.Sprint("refund ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, r.code)
+	}
+	if codes[0] != 250 || codes[1] != 250 || codes[2]/100 != 5 {
+		t.Fatalf("replies %v, want 250 250 5xx (the compromise rule set to reject)", codes)
+	}
+	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	u, err := screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(context.Background(), "example.test", "login:"+alice.addr)
+	if err != nil || u.Used != 2 || u.Reserved != 0 {
+		t.Fatalf("usage: %+v, %v; want the 2 queued messages, nothing reserved", u, err)
+	}
+}
