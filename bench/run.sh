@@ -178,7 +178,14 @@ wait_tcp "$SUB_PORT" "$SERVE_PID" || die "sluice serve did not start: $(tail -20
 log "sluice serve on 127.0.0.1:$SUB_PORT (STARTTLS) and :$TLS_PORT (implicit TLS)"
 
 # queued: messages in the spool queue (not their .state files).
-queued() { { find "$DATA/spool/queue" -maxdepth 1 -type f ! -name "*.state" 2>/dev/null || true; } | wc -l; }
+# queued: messages in the spool: the server's gauge (queue files and the
+# journal's messages in their first attempt), else the queue files.
+queued() {
+  local g
+  g=$(spool_gauge); g=${g%.*}
+  if [ "${g:-0}" -gt 0 ]; then echo "$g"; return; fi
+  { find "$DATA/spool/queue" -maxdepth 1 -type f ! -name "*.state" 2>/dev/null || true; } | wc -l
+}
 sink_count() {
   if [ "$SINK" = postfix ]; then # smtp-sink -c: "sess=N quit=N mesg=N\r"
     tr '\r' '\n' < "$WORK/sink.log" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2
@@ -199,8 +206,6 @@ redis_calls() {
   else echo 0 0; fi
 }
 
-warm_up
-LOAD_BEFORE=$(loadavg)
 # spool_gauge: the server's sluice_spool_messages (queue files and journaled
 # messages in their first attempt), from /metrics.
 spool_gauge() {
@@ -209,6 +214,8 @@ spool_gauge() {
     grep -m1 '^sluice_spool_messages ' <&3; } 2>/dev/null | awk '{print $2}')
   echo "${v:-0}"
 }
+warm_up
+LOAD_BEFORE=$(loadavg)
 bench_run() { # NAME CONCURRENCY REUSE [FLAG...]
   local json=$WORK/$1.json t0 t1 q drained cpu rcpu sampler n c0 a0 c1 a1
   t0=$(cpu_ticks)
@@ -283,7 +290,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   echo "server CPU ms/msg: CPU time of sluice serve from the start of the run until its queue drained, per accepted message; client CPU: that of sluice bench during the run; redis CPU like the server's; redis scripts: script runs (each one round trip), commands: all that Redis ran, those in scripts included."
   echo "spool max: the most messages in the spool (sluice_spool_messages: queue files and journaled messages) seen during the run, sampled every 500ms."
   echo "half-load-N: --rate N, half the highest msgs/s of the runs above, over $HALF_CONC connections (--half-load-concurrency)."
-  echo "queued at end: messages still in data/spool/queue when the run ended; drained in: until it was empty (limit ${DRAIN_WAIT}s)."
+  echo "queued at end: messages still in the spool (queue files and journal) when the run ended; drained in: until it was empty (limit ${DRAIN_WAIT}s)."
   echo
   echo "At the end: \`ls data/spool/queue | wc -l\` = $SPOOL_END ($SPOOL_MSGS messages); delivered to the sink: $DELIVERED; server log: $WARNS WARN, $ERRORS ERROR lines; signing: $SIGNED."
 } | publish "$STAMP-$ALGO" latest.md "$WORK/serve.log" 'level=(WARN|ERROR)'

@@ -404,3 +404,26 @@ func TestSuppressionKeepsOriginalBounce(t *testing.T) {
 		}
 	}
 }
+
+// Backlog counts the new messages that wait for a worker: with the only
+// worker stuck in a delivery, those sent meanwhile wait (but the one being
+// handed to it); once it is free they all go out and the backlog is 0
+// again.
+func TestBacklog(t *testing.T) {
+	h := newHarness(t)
+	mx := h.remote()
+	reached, release := mx.stallNextData(t)
+	r := h.start(func(c *relay.Config) { c.Workers = 1 })
+	h.send("alice@sender.test", []string{"first@remote.test"}, "stuck")
+	reached()
+	for i := 0; i < 5; i++ {
+		h.send("alice@sender.test", []string{fmt.Sprintf("r%d@remote.test", i)}, fmt.Sprintf("waiting %d", i))
+	}
+	// One of them is in the hand-off to the busy worker already.
+	eventually(t, "4 or 5 messages waiting", func() bool { n := r.Backlog(); return n == 4 || n == 5 })
+	release()
+	h.waitEmpty()
+	if n := r.Backlog(); n != 0 || len(mx.delivered()) != 6 {
+		t.Fatalf("after the stall: backlog %d, %d delivered; want 0 and 6", n, len(mx.delivered()))
+	}
+}

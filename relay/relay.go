@@ -75,6 +75,7 @@ type Relay struct {
 	queued  map[string]*dueItem // in the heap, or nil while in flight
 	wake    chan struct{}
 	work    chan string
+	fresh   int // dueItems with fresh set (Backlog)
 	domains map[string]*slots
 	pool    *connPool
 	wg      sync.WaitGroup
@@ -121,7 +122,26 @@ func New(cfg Config, sp *spool.Spool, dns MXResolver, sts *MTASTS, sup *Suppress
 func (r *Relay) Suppressions() *Suppressions { return r.suppress }
 
 // Enqueued schedules a new message now (spool.OnEnqueue).
-func (r *Relay) Enqueued(id string) { r.schedule(id, r.now(), 0) }
+func (r *Relay) Enqueued(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.queued[id]; ok {
+		return
+	}
+	r.push(id, r.now(), 0)
+	r.queued[id].fresh = true
+	r.fresh++
+}
+
+// Backlog is how many new messages wait for a worker to begin their first
+// attempt (the one being handed to a worker aside): it grows when mail
+// comes in faster than it goes out, which submit answers by slowing new
+// transactions down (in-flow delay).
+func (r *Relay) Backlog() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fresh
+}
 
 // Kick rereads the queue directory (after `sluice queue retry/release`).
 func (r *Relay) Kick() {
@@ -198,6 +218,9 @@ func (r *Relay) popDue() (string, time.Duration) {
 	}
 	it := heap.Pop(&r.due).(*dueItem)
 	r.queued[it.id] = nil // in flight
+	if it.fresh {
+		r.fresh--
+	}
 	return it.id, 0
 }
 
@@ -299,6 +322,7 @@ type dueItem struct {
 	at       time.Time
 	attempts int // of the state at was read from
 	index    int
+	fresh    bool // a new message (Enqueued), waiting for its first attempt
 }
 
 type dueHeap []*dueItem

@@ -147,6 +147,14 @@ type Server struct {
 	Precheck  SenderCheck // nil: no DNS pre-check
 	Screen    Screener    // nil: no content rules
 	Observer  Observer    // nil: none
+	// Backlog, when set, is how many accepted messages wait for their
+	// first delivery attempt (relay.Relay.Backlog). Past InFlowLimit, a
+	// new transaction's MAIL is answered only once it is back under, or
+	// after InFlowDelay: clients then send no faster than mail goes out,
+	// and the spool stops growing (Postfix's in_flow_delay). 0 delay: off.
+	Backlog     func() int
+	InFlowLimit int
+	InFlowDelay time.Duration
 	// Suspensions is asked after each successful password check (a
 	// round trip of its own, unless the Guard is a SuspensionPrefetcher
 	// that read it with the lockout check); nil: only Login.Disabled
@@ -175,6 +183,7 @@ type Server struct {
 	localKey    []byte // fingerprint key when the guard cannot give its own
 	conns       *connLimiter
 	guardErrors atomic.Int64
+	inFlowWaits atomic.Int64
 
 	mu        sync.Mutex
 	state     int // stateServing, stateShutdown, stateClosed

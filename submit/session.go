@@ -3,6 +3,7 @@ package submit
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -66,11 +67,30 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > s.srv.Limits.MaxMessageSize {
 		return errDeclaredTooBig(s.srv.Limits.MaxMessageSize)
 	}
+	s.srv.inFlow()
 	s.from = from
 	s.utf8 = opts != nil && opts.UTF8
 	s.txn = spool.NewID()
 	return nil
 }
+
+// inFlow holds a new transaction back, at most InFlowDelay, while the
+// delivery backlog is over InFlowLimit.
+func (srv *Server) inFlow() {
+	if srv.Backlog == nil || srv.InFlowDelay <= 0 || srv.Backlog() <= srv.InFlowLimit {
+		return
+	}
+	srv.inFlowWaits.Add(1)
+	for end := time.Now().Add(srv.InFlowDelay); time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+		if srv.Backlog() <= srv.InFlowLimit {
+			return
+		}
+	}
+}
+
+// InFlowWaits counts the transactions held back by the in-flow delay.
+func (srv *Server) InFlowWaits() int64 { return srv.inFlowWaits.Load() }
 
 // Rcpt implements smtp.Session.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {

@@ -36,6 +36,7 @@ type Config struct {
 		IdleTimeout         Duration `toml:"idle_timeout"`
 		DataTimeout         Duration `toml:"data_timeout"`
 		ShutdownTimeout     Duration `toml:"shutdown_timeout"`
+		InFlowDelay         Duration `toml:"in_flow_delay"`
 		ProxyProtocol       bool     `toml:"proxy_protocol"`
 		ProxyTrusted        []string `toml:"proxy_trusted"`
 	} `toml:"submission"`
@@ -193,6 +194,7 @@ func defaultConfig() *Config {
 	c.Submission.IdleTimeout = Duration{5 * time.Minute}
 	c.Submission.DataTimeout = Duration{3 * time.Minute}
 	c.Submission.ShutdownTimeout = Duration{30 * time.Second}
+	c.Submission.InFlowDelay = Duration{time.Second}
 	c.Spool.GroupCommit = true
 	c.Spool.Journal = true
 	c.DKIM.Precheck = true

@@ -29,10 +29,14 @@ type metrics struct {
 	dkim        *prometheus.CounterVec
 }
 
-// guardErrors is the submit.Server's count of lockout-store failures.
-type guardErrors interface{ GuardStoreErrors() int64 }
+// submitCounts are the submit.Server's own counters: lockout-store
+// failures, transactions held back by the in-flow delay.
+type submitCounts interface {
+	GuardStoreErrors() int64
+	InFlowWaits() int64
+}
 
-func newMetrics(sp *spool.Spool, q *screen.Quota, g guardErrors) *metrics {
+func newMetrics(sp *spool.Spool, q *screen.Quota, g submitCounts) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.connections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_connections_total",
 		Help: "Client connections. listener: submission (STARTTLS), submissions (implicit TLS). result: accepted, refused (limits, PROXY)."},
@@ -64,6 +68,9 @@ func newMetrics(sp *spool.Spool, q *screen.Quota, g guardErrors) *metrics {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_guard_store_errors_total",
 		Help: "Failures of the shared store in login-failure, lockout and suspension calls at AUTH (AUTH then answers 451 4.3.0, or with on_store_error = \"allow\" goes on as not locked and not suspended)."},
 		func() float64 { return float64(g.GuardStoreErrors()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_inflow_waits_total",
+		Help: "Transactions whose MAIL waited (up to [submission] in_flow_delay) because new mail came in faster than it was delivered."},
+		func() float64 { return float64(g.InFlowWaits()) }))
 	queueDir := filepath.Join(sp.Dir(), "queue")
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_spool_messages",
 		Help: "Messages in the spool (queued, deferred or held; with the journal, also those in their first delivery attempt)."},

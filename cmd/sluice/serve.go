@@ -144,6 +144,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	sp.OnEnqueue = rl.Enqueued
+	// In-flow delay: past this many new messages waiting for a delivery
+	// worker, new transactions wait (up to in_flow_delay) for delivery to
+	// catch up.
+	srv.Backlog, srv.InFlowLimit, srv.InFlowDelay = rl.Backlog, 4*max(cfg.Relay.Workers, 1), cfg.Submission.InFlowDelay.Duration
 	rl.OnResult = relayResults(met, out)
 
 	// Listen on everything first, so that a taken port is one clear error
