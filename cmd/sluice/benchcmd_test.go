@@ -24,6 +24,17 @@ func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error
 	return o.String(), e.String(), err
 }
 
+// benchAsAlice runs sluice bench against s as alice with args, expects it
+// to succeed, and returns its JSON report.
+func benchAsAlice(t *testing.T, s *sluiceServer, args ...string) *benchReport {
+	t.Helper()
+	out, _, err := runBenchCmd(t, append([]string{"--addr", s.submission, "--user", alice.addr, "--password", alice.password, "--json"}, args...)...)
+	if err != nil {
+		t.Fatalf("sluice bench: %v\n%s", err, out)
+	}
+	return benchJSON(t, out)
+}
+
 func benchJSON(t *testing.T, out string) *benchReport {
 	t.Helper()
 	var r benchReport
@@ -205,12 +216,7 @@ func TestBenchCountsRefusals(t *testing.T) {
 func TestBenchDuration(t *testing.T) {
 	t.Parallel()
 	s := startServerWith(t, "\n[quota]\nmessages_per_hour = 0\n", alice)
-	out, _, err := runBenchCmd(t, "--addr", s.submission, "--user", alice.addr, "--password", alice.password,
-		"--duration", "1500ms", "--concurrency", "2", "--reuse", "1", "--size", "1000", "--json")
-	if err != nil {
-		t.Fatalf("sluice bench: %v\n%s", err, out)
-	}
-	r := benchJSON(t, out)
+	r := benchAsAlice(t, s, "--duration", "1500ms", "--concurrency", "2", "--reuse", "1", "--size", "1000")
 	if r.MessagesLimit != 0 || r.DurationLimit != 1.5 || r.Elapsed < 1.5 || r.Elapsed > 30 {
 		t.Errorf("limits %d messages, %vs; ran %vs", r.MessagesLimit, r.DurationLimit, r.Elapsed)
 	}
@@ -225,12 +231,7 @@ func TestBenchDuration(t *testing.T) {
 func TestBenchRate(t *testing.T) {
 	t.Parallel()
 	s := startServerWith(t, "\n[quota]\nmessages_per_hour = 0\n", alice)
-	out, _, err := runBenchCmd(t, "--addr", s.submission, "--user", alice.addr, "--password", alice.password,
-		"--duration", "1s", "--rate", "20", "--concurrency", "4", "--size", "1000", "--json")
-	if err != nil {
-		t.Fatalf("sluice bench: %v\n%s", err, out)
-	}
-	r := benchJSON(t, out)
+	r := benchAsAlice(t, s, "--duration", "1s", "--rate", "20", "--concurrency", "4", "--size", "1000")
 	if r.Sent != 20 || r.Accepted != 20 || r.Rate != 20 {
 		t.Errorf("sent %d, accepted %d at rate %v; want 20 and 20 at 20", r.Sent, r.Accepted, r.Rate)
 	}

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,14 +20,8 @@ func TestMessageTwoRedisRoundTrips(t *testing.T) {
 	t.Parallel()
 	red := redistest.Start(t)
 	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\nmessages_per_hour = 100\n", alice)
-	c, err := opsDial(s.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := opsLogin(t, s.submission, false, alice)
 	defer c.quit()
-	if code, text, err := c.auth(alice.addr, alice.password); err != nil || code != 235 {
-		t.Fatalf("AUTH: %d %s %v", code, text, err)
-	}
 	send := func(i int) opsReply {
 		t.Helper()
 		r, err := c.send(alice.addr, fmt.Sprintf("rcpt%d@remote.test", i), opsMessage(alice.addr, fmt.Sprintf("rcpt%d@remote.test", i), fmt.Sprint("round trips ", i)))
@@ -43,13 +38,7 @@ func TestMessageTwoRedisRoundTrips(t *testing.T) {
 	if trips != 2 || calls["evalsha"] != 2 {
 		t.Fatalf("one message: %d Redis round trips, %d scripts; want 2 and 2 (reservation; counts and charge)", trips, calls["evalsha"])
 	}
-	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	u, err := screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(context.Background(), "example.test", "login:"+alice.addr)
-	if err != nil || u.Used != 4 || u.Reserved != 0 {
+	if u, err := msgUsage(t, red, alice.addr); err != nil || u.Used != 4 || u.Reserved != 0 {
 		t.Fatalf("usage after 4 messages: %+v, %v; want 4 used, none reserved", u, err)
 	}
 }
@@ -62,14 +51,8 @@ func TestChargedThenRefusedIsRefunded(t *testing.T) {
 	red := redistest.Start(t)
 	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\nmessages_per_hour = 100\n"+
 		"\n[screen]\nnew_recipients_per_hour = 2\n[screen.overrides.\"alice@example.test\"]\ncompromise = \"reject\"\n", alice)
-	c, err := opsDial(s.submission, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := opsLogin(t, s.submission, false, alice)
 	defer c.quit()
-	if code, text, err := c.auth(alice.addr, alice.password); err != nil || code != 235 {
-		t.Fatalf("AUTH: %d %s %v", code, text, err)
-	}
 	var codes []int
 	for i := range 3 {
 		rcpt := fmt.Sprintf("stranger%d@remote.test", i)
@@ -82,13 +65,19 @@ func TestChargedThenRefusedIsRefunded(t *testing.T) {
 	if codes[0] != 250 || codes[1] != 250 || codes[2]/100 != 5 {
 		t.Fatalf("replies %v, want 250 250 5xx (the compromise rule set to reject)", codes)
 	}
+	if u, err := msgUsage(t, red, alice.addr); err != nil || u.Used != 2 || u.Reserved != 0 {
+		t.Fatalf("usage: %+v, %v; want the 2 queued messages, nothing reserved", u, err)
+	}
+}
+
+// msgUsage is login's hourly quota usage as the Redis at red holds it.
+func msgUsage(t *testing.T, red *redistest.Server, login string) (screen.Usage, error) {
+	t.Helper()
 	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
-	u, err := screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute}).Usage(context.Background(), "example.test", "login:"+alice.addr)
-	if err != nil || u.Used != 2 || u.Reserved != 0 {
-		t.Fatalf("usage: %+v, %v; want the 2 queued messages, nothing reserved", u, err)
-	}
+	st := screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
+	return st.Usage(context.Background(), login[strings.LastIndexByte(login, '@')+1:], "login:"+login)
 }
