@@ -99,6 +99,22 @@ func TestLoopAndCompromiseShareARoundTrip(t *testing.T) {
 		}
 	})
 
+	t.Run("compromise off: the loop rule alone, one round trip", func(t *testing.T) {
+		p, _ := batchPipeline(t, rdb, nil)
+		c := p.Rules[len(p.Rules)-1].(*Compromise)
+		c.NewRecipientsPerHour, c.VolumeMultiple = 0, 0
+		const login = "alone@example.test"
+		var got []string
+		trips, _ := srv.RoundTrips(t, func() {
+			for i := 0; i < 5; i++ {
+				got = append(got, verdictName(p.Screen(ctx, sameCopy(login, "owner@remote.test"))))
+			}
+		})
+		if want := "accept accept accept defer defer"; strings.Join(got, " ") != want || trips != 5 {
+			t.Fatalf("verdicts %v in %d round trips, want %s in 5", got, trips, want)
+		}
+	})
+
 	t.Run("Redis down lets mail through", func(t *testing.T) {
 		dead, err := NewRedisClient("redis://127.0.0.1:1/0", 300*time.Millisecond)
 		if err != nil {

@@ -133,12 +133,14 @@ func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdic
 	if !okA {
 		return nil, nil, false
 	}
-	rdbB, callsB, okB := b.batch(m, p.action(m, p.Rules[i+1].Name()) != "allow")
-	if !okB || rdbA != rdbB {
-		return nil, nil, false // a alone, with its own Check
+	rdbB, callsB, joined := b.batch(m, p.action(m, p.Rules[i+1].Name()) != "allow")
+	if !joined || rdbA != rdbB {
+		// a's calls alone (they are built: not again by its Check); the
+		// next rule checks by itself.
+		joined, callsB = false, nil
 	}
 	calls := append(callsA, callsB...)
-	withCommit := m.commit != nil && i+2 == len(p.Rules) && m.commit.rdb == rdbA
+	withCommit := joined && m.commit != nil && i+2 == len(p.Rules) && m.commit.rdb == rdbA
 	if withCommit {
 		// The last rules: the quota commit rides along, and is run only
 		// if no stop ended the batch before it.
@@ -149,6 +151,9 @@ func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdic
 		err = fmt.Errorf("%w: batch: %d answers", ErrStore, len(res))
 	}
 	if err != nil {
+		if !joined {
+			return a.judgeBatch(ctx, m, nil, err), nil, true
+		}
 		return a.judgeBatch(ctx, m, nil, err), func() *Verdict { return b.judgeBatch(ctx, m, nil, err) }, true
 	}
 	if withCommit && len(res) == len(calls) {
@@ -159,6 +164,9 @@ func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdic
 		res = res[:len(res)-1]
 	}
 	v = a.judgeBatch(ctx, m, res[:len(callsA)], nil)
+	if !joined {
+		return v, nil, true
+	}
 	rest := res[len(callsA):]
 	if len(rest) < len(callsB) {
 		// The batch stopped at rule i's calls: its verdict ends the
