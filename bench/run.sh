@@ -43,7 +43,7 @@ done
 check_common_options
 case "$SINK" in auto|go|postfix) ;; *) die "--sink $SINK: use auto, go or postfix" ;; esac
 case "$REDIS_VIA" in tcp|unix) ;; *) die "--redis $REDIS_VIA: use tcp or unix" ;; esac
-for tool in redis-server jq go; do
+for tool in redis-server redis-cli jq go; do
   if [ "$tool" = go ] && [ -n "$BIN" ]; then continue; fi
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install redis-server jq; Go from go.dev)"
 done
@@ -57,7 +57,7 @@ fi
 SERVE_ON=()
 if [ -n "$PIN" ]; then
   command -v taskset >/dev/null || die "--pin-server needs taskset (apt-get install util-linux)"
-  NCPU=$(nproc --all)
+  NCPU=$(nproc)
   [ "$NCPU" -ge 2 ] && [ "$PIN" -ge 0 ] 2>/dev/null && [ "$PIN" -lt "$NCPU" ] || die "--pin-server $PIN: needs 2 or more CPUs and a CPU number below $NCPU"
   OTHERS=$(seq 0 $((NCPU - 1)) | grep -vx "$PIN" | paste -sd,)
   taskset -pc "$OTHERS" $$ >/dev/null
@@ -177,7 +177,6 @@ PIDS+=("$SERVE_PID")
 wait_tcp "$SUB_PORT" "$SERVE_PID" || die "sluice serve did not start: $(tail -20 "$WORK/serve.log")"
 log "sluice serve on 127.0.0.1:$SUB_PORT (STARTTLS) and :$TLS_PORT (implicit TLS)"
 
-# queued: messages in the spool queue (not their .state files).
 # queued: messages in the spool: the server's gauge (queue files and the
 # journal's messages in their first attempt), else the queue files.
 queued() {
@@ -199,11 +198,9 @@ cpu_ticks() { tree_ticks "$SERVE_PID" "$REDIS_PID"; }
 # redis_calls: the script runs Redis has done so far, then all the commands
 # it has run (those the scripts ran included).
 redis_calls() {
-  if command -v redis-cli >/dev/null; then
-    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[:=,]' '
-      /^cmdstat_/ { all += $3; if ($1 ~ /^cmdstat_(eval|evalsha)$/) top += $3 }
-      END { print top + 0, all + 0 }'
-  else echo 0 0; fi
+  redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[:=,]' '
+    /^cmdstat_/ { all += $3; if ($1 ~ /^cmdstat_(eval|evalsha)$/) top += $3 }
+    END { print top + 0, all + 0 }'
 }
 
 # spool_gauge: the server's sluice_spool_messages (queue files and journaled
@@ -268,7 +265,7 @@ ERRORS=$(grep -c 'level=ERROR' "$WORK/serve.log" || true)
 SIGNED=$(grep -o 'dkim="[^"]*"' "$WORK/serve.log" | sort | uniq -c | sort -rn | head -3 | sed 's/^ *//' | paste -sd ';' || true)
 # Redis's own account of every command it ran (calls, µs per call), kept
 # with the results.
-if command -v redis-cli >/dev/null; then redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' > "$WORK/redis-commandstats.txt"; fi
+redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' > "$WORK/redis-commandstats.txt"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 {
@@ -294,4 +291,4 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   echo
   echo "At the end: \`ls data/spool/queue | wc -l\` = $SPOOL_END ($SPOOL_MSGS messages); delivered to the sink: $DELIVERED; server log: $WARNS WARN, $ERRORS ERROR lines; signing: $SIGNED."
 } | publish "$STAMP-$ALGO" latest.md "$WORK/serve.log" 'level=(WARN|ERROR)'
-[ -f "$WORK/redis-commandstats.txt" ] && cp "$WORK/redis-commandstats.txt" "$RESULTS/$STAMP-$ALGO-json/"
+cp "$WORK/redis-commandstats.txt" "$RESULTS/$STAMP-$ALGO-json/"

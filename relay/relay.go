@@ -133,6 +133,10 @@ func (r *Relay) Enqueued(id string) {
 	r.fresh++
 }
 
+// Workers is how many messages the relay delivers at once (its
+// configured workers, or the default).
+func (r *Relay) Workers() int { return r.cfg.Workers }
+
 // Backlog is how many new messages wait for a worker to begin their first
 // attempt (the one being handed to a worker aside): it grows when mail
 // comes in faster than it goes out, which submit answers by slowing new

@@ -24,19 +24,7 @@ func TestAuthOneRedisRoundTrip(t *testing.T) {
 	red := redistest.Start(t)
 	bob := testUser{addr: "bob@example.test", password: "bob-secret-pw-1"}
 	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\n", alice, bob)
-	auth := func(u testUser) (int, string) {
-		t.Helper()
-		c, err := opsDial(s.submission, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.quit()
-		code, text, err := c.auth(u.addr, u.password)
-		if err != nil {
-			t.Fatalf("AUTH as %s: %v", u.addr, err)
-		}
-		return code, text
-	}
+	auth := func(u testUser) (int, string) { return shsAuth(t, s.submission, false, u) }
 	for range 2 { // sluice's Redis connections are open
 		auth(alice)
 	}

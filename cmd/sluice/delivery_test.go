@@ -224,7 +224,11 @@ func TestJournalDeliveryAndStop(t *testing.T) {
 		t.Fatalf("swaks:\n%s", r)
 	}
 	id := queueID(t, r.stdout)
-	<-rx.stalled
+	select {
+	case <-rx.stalled:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no delivery attempt reached DATA within 20s")
+	}
 	rx.releaseStall()
 	opsWait(t, 20*time.Second, "the deferred message as a queue file", func() (bool, string) {
 		return slices.Contains(spoolIDs(t, s.dataDir), id), "not a file yet"

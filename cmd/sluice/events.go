@@ -197,17 +197,20 @@ func relayResults(met *metrics, out *webhook.Outbox) func(env *spool.Envelope, r
 	return func(env *spool.Envelope, rcpt, status, category string, latency time.Duration) {
 		met.delivery(env, rcpt, status, category, latency)
 		var typ string
-		data := map[string]any{"queue_id": env.ID, "rcpt": rcpt, "login": env.Login, "from": env.From}
 		switch status {
 		case "failed":
-			typ, data["category"] = webhook.MessageBounced, category
+			typ = webhook.MessageBounced
 		case "delivered":
-			typ, data["seconds"] = webhook.MessageDelivered, latency.Seconds()
-		default:
-			return
+			typ = webhook.MessageDelivered
 		}
-		if !out.Wants(typ) {
-			return
+		if typ == "" || !out.Wants(typ) {
+			return // the payload is built only for a webhook that wants it
+		}
+		data := map[string]any{"queue_id": env.ID, "rcpt": rcpt, "login": env.Login, "from": env.From}
+		if typ == webhook.MessageBounced {
+			data["category"] = category
+		} else {
+			data["seconds"] = latency.Seconds()
 		}
 		out.Emit(typ, data)
 	}

@@ -76,7 +76,7 @@ func newMetrics(sp *spool.Spool, q *screen.Quota, g submitCounts) *metrics {
 		Help: "Messages in the spool (queued, deferred or held; with the journal, also those in their first delivery attempt)."},
 		func() float64 { n, _ := spoolStats(queueDir); return float64(n + sp.JournalLen()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_spool_oldest_age_seconds",
-		Help: "Age of the oldest message in the spool; 0 when it is empty."},
+		Help: "Age of the oldest queue file (deferred or held; the journal's messages in their first attempt are not counted); 0 when there is none."},
 		func() float64 {
 			_, oldest := spoolStats(queueDir)
 			if oldest.IsZero() {

@@ -19,7 +19,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sluice/dkim"
-	"sluice/relay"
 	"sluice/relay/spool"
 	"sluice/submit"
 	"sluice/submit/userdb"
@@ -148,11 +147,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	// In-flow delay: past this many new messages waiting for a delivery
 	// worker, new transactions wait (up to in_flow_delay) for delivery to
 	// catch up.
-	workers := cfg.Relay.Workers
-	if workers <= 0 {
-		workers = relay.DefaultConfig.Workers // as relay.New takes it
-	}
-	srv.Backlog, srv.InFlowLimit, srv.InFlowDelay = rl.Backlog, 4*workers, cfg.Submission.InFlowDelay.Duration
+	srv.Backlog, srv.InFlowLimit, srv.InFlowDelay = rl.Backlog, 4*rl.Workers(), cfg.Submission.InFlowDelay.Duration
 	rl.OnResult = relayResults(met, out)
 
 	// Listen on everything first, so that a taken port is one clear error
