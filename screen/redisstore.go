@@ -109,6 +109,15 @@ local function run(KEYS, ARGV, now)
     end
   end
 
+  -- charge adds message id's n to scope i once: a commit run again (a
+  -- retried call, or submit's own Commit after a batch it could not read)
+  -- finds its entry and counts nothing more.
+  local function charge(i)
+    if redis.call('ZADD', k(i, 1), 'NX', now, id .. ':' .. n) == 1 then
+      redis.call('INCRBY', k(i, 2), n)
+    end
+  end
+
   -- touch gives the keys a write added to the TTL: the log and sum when
   -- a charge went in (from, to = 1, 2), the reservations when one did
   -- (3, 4). A key only removed from keeps its TTL, which still outlives
@@ -163,8 +172,7 @@ local function run(KEYS, ARGV, now)
     if covered then
       for i = 1, nscopes do
         unreserve(i, have[i])
-        redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
-        redis.call('INCRBY', k(i, 2), n)
+        charge(i)
         touch(i, 1, 2)
       end
       return {0, now}
@@ -226,8 +234,7 @@ local function run(KEYS, ARGV, now)
       touch(i, 3, 4)
     else
       unreserve(i)
-      redis.call('ZADD', k(i, 1), now, id .. ':' .. n)
-      redis.call('INCRBY', k(i, 2), n)
+      charge(i)
       touch(i, 1, 2)
     end
   end

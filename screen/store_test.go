@@ -331,3 +331,30 @@ func TestRedisOverUnixSocket(t *testing.T) {
 		t.Fatalf("no socket: %v, want ErrStore", err)
 	}
 }
+
+// A commit that runs twice (go-redis retrying a call whose answer was
+// lost, or submit's own Commit after a batch it could not read) charges
+// the message once.
+func TestRedisCommitTwiceCountsOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	st := NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+	ctx := context.Background()
+	c := login("twice@example.test", 10, "t1", 2)
+	if ref, err := st.Reserve(ctx, c); ref != nil || err != nil {
+		t.Fatal(ref, err)
+	}
+	for i := 0; i < 2; i++ {
+		if ref, err := st.Commit(ctx, c); ref != nil || err != nil {
+			t.Fatalf("commit %d: %+v %v", i+1, ref, err)
+		}
+	}
+	if u, _ := st.Usage(ctx, "example.test", "login:twice@example.test"); u.Used != 2 || u.Reserved != 0 {
+		t.Fatalf("after two commits of one message: %+v, want 2 used", u)
+	}
+	if err := st.Refund(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := st.Usage(ctx, "example.test", "login:twice@example.test"); u.Used != 0 {
+		t.Fatalf("after the refund: %+v, want 0", u)
+	}
+}
