@@ -349,18 +349,13 @@ func (r *RedisStore) Count(ctx context.Context, tag, key, id string, n int) (int
 	return countResult(res)
 }
 
-// repeatKeep is the most times one fingerprint is remembered: enough to
-// tell any loop (the loop rule acts at a few dozen), small enough that a
-// runaway form cannot grow its field without end.
-const repeatKeep = 1000
-
 // CountRepeat counts one more copy of the content fp from login and
 // returns how many were counted within the window, this one included (at
-// most repeatKeep). A login's copies live in two keys, not two a message:
+// most keep: the caller's need). A login's copies live in two keys, not two a message:
 // a busy gateway's Redis holds as many keys as logins that sent within the
 // window.
-func (r *RedisStore) CountRepeat(ctx context.Context, tag, login, fp string) (int, error) {
-	c := r.repeatCall(tag, login, fp)
+func (r *RedisStore) CountRepeat(ctx context.Context, tag, login, fp string, keep int) (int, error) {
+	c := r.repeatCall(tag, login, fp, keep)
 	res, err := quotaScript.Run(ctx, r.rdb, c.keys, c.args...).Int64Slice()
 	if err != nil {
 		return 0, fmt.Errorf("%w: repeat count: %v", ErrStore, err)
@@ -369,10 +364,10 @@ func (r *RedisStore) CountRepeat(ctx context.Context, tag, login, fp string) (in
 }
 
 // repeatCall is CountRepeat as a call of a batch.
-func (r *RedisStore) repeatCall(tag, login, fp string) scriptCall {
+func (r *RedisStore) repeatCall(tag, login, fp string, keep int) scriptCall {
 	p := "sluice:fp:{" + tag + "}:" + strings.ToLower(login)
 	return scriptCall{keys: []string{p + ":h", p + ":t"},
-		args: []any{"repeat", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 1, "", fp, repeatKeep}}
+		args: []any{"repeat", r.cfg.Window.Milliseconds(), r.cfg.Hold.Milliseconds(), "", 1, "", fp, keep}}
 }
 
 // Usage implements QuotaStore.

@@ -72,15 +72,16 @@ func TestRepeatsOnRedis(t *testing.T) {
 
 // However many different messages a login sends, its fingerprints live
 // in two Redis keys, and those not seen again within the window are
-// dropped from them; one fingerprint keeps at most repeatKeep times.
+// dropped from them; one fingerprint keeps at most the times asked for.
 func TestRepeatKeysBounded(t *testing.T) {
+	const repeatKeep = 1000
 	srv := redistest.Start(t)
 	rdb := testRedisClient(t, srv.URL())
 	ctx := context.Background()
 	window := 700 * time.Millisecond
 	st := NewRedisStore(rdb, StoreConfig{Window: window, Hold: time.Minute})
 	for i := 0; i < 500; i++ {
-		if _, err := st.CountRepeat(ctx, "example.test", "busy@example.test", fmt.Sprintf("fp%d", i)); err != nil {
+		if _, err := st.CountRepeat(ctx, "example.test", "busy@example.test", fmt.Sprintf("fp%d", i), repeatKeep); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,7 +102,7 @@ func TestRepeatKeysBounded(t *testing.T) {
 		t.Fatalf("%d fingerprints kept, want 500", n)
 	}
 	time.Sleep(window + 100*time.Millisecond)
-	if _, err := st.CountRepeat(ctx, "example.test", "busy@example.test", "fresh"); err != nil {
+	if _, err := st.CountRepeat(ctx, "example.test", "busy@example.test", "fresh", repeatKeep); err != nil {
 		t.Fatal(err)
 	}
 	if n := rdb.HLen(ctx, hash).Val(); n != 1 {
@@ -112,7 +113,7 @@ func TestRepeatKeysBounded(t *testing.T) {
 	long := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute})
 	var n int
 	for i := 0; i < repeatKeep+50; i++ {
-		if n, err = long.CountRepeat(ctx, "example.test", "runaway@example.test", "same"); err != nil {
+		if n, err = long.CountRepeat(ctx, "example.test", "runaway@example.test", "same", repeatKeep); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,5 +126,20 @@ func TestRepeatKeysBounded(t *testing.T) {
 	}
 	if len(v) > 14*repeatKeep {
 		t.Fatalf("the field holds %d bytes for %d times", len(v), repeatKeep)
+	}
+}
+
+// A high loop_repeats still ends in a hold: the Redis store remembers as
+// many copies as the rule needs to tell (twice Repeats and one).
+func TestRepeatsHighLimitHolds(t *testing.T) {
+	srv := redistest.Start(t)
+	r := &Repeats{Repeats: 600, Store: NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute}), Log: quiet}
+	m := msg("busy@example.test", []string{"owner@remote.test"}, "From: busy@example.test\nSubject: Form\n\nthe same\n")
+	var v *Verdict
+	for i := 0; i < 2*600+1; i++ {
+		v = r.Check(context.Background(), m)
+	}
+	if v == nil || v.Action != Hold {
+		t.Fatalf("copy %d with loop_repeats 600: %+v, want a hold", 2*600+1, v)
 	}
 }

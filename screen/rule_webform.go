@@ -185,10 +185,15 @@ type Repeats struct {
 	MaxOurHops int // Received fields of ours before it is a loop (default 1)
 }
 
+// keep is how many times of one content the Redis store remembers: past
+// twice Repeats the rule holds, so more only makes the count it reports
+// larger (a runaway form's field stays bounded).
+func (r *Repeats) keep() int { return max(2*r.Repeats+1, 100) }
+
 // repeatCounter is a store that keeps a login's content fingerprints
 // together (RedisStore), instead of a counter a fingerprint.
 type repeatCounter interface {
-	CountRepeat(ctx context.Context, tag, login, fp string) (int, error)
+	CountRepeat(ctx context.Context, tag, login, fp string, keep int) (int, error)
 }
 
 func (r *Repeats) Name() string { return "loop" }
@@ -204,7 +209,7 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 	var n int
 	var err error
 	if rc, ok := r.Store.(repeatCounter); ok {
-		n, err = rc.CountRepeat(ctx, domainOf(m.Login), m.Login, fp)
+		n, err = rc.CountRepeat(ctx, domainOf(m.Login), m.Login, fp, r.keep())
 	} else {
 		n, err = r.Store.Count(ctx, domainOf(m.Login), "fp:"+m.Login+":"+fp, nowID(), 1)
 	}
@@ -257,7 +262,7 @@ func (r *Repeats) batch(m *Message, decisive bool) (redis.UniversalClient, []scr
 	if !ok || r.Repeats <= 0 || r.hops(m) != nil {
 		return nil, nil, false
 	}
-	c := st.repeatCall(domainOf(m.Login), m.Login, fingerprint(m))
+	c := st.repeatCall(domainOf(m.Login), m.Login, fingerprint(m), r.keep())
 	if decisive {
 		c.stop = r.Repeats
 	}
