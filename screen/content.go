@@ -180,6 +180,9 @@ func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdic
 // action finds an override: the login's own, then its domain's, then the
 // header From domain's (a login may send for several domains).
 func (p *Pipeline) action(m *Message, rule string) string {
+	if len(p.Overrides) == 0 {
+		return "" // the usual case: no From to parse
+	}
 	keys := []string{strings.ToLower(m.Login), domainOf(m.Login)}
 	if froms := m.Addresses("From"); len(froms) == 1 {
 		keys = append(keys, domainOf(froms[0]))
