@@ -75,7 +75,7 @@ func TestRules(t *testing.T) {
 		{"exe by content", NewAttachments(DefaultBlockedExtensions), msg("info@example.test", nil, multipart("invoice.pdf", "application/pdf", exe)), Reject, 554, [3]int{5, 7, 1}, "Windows program"},
 		{"exe inside zip", NewAttachments(DefaultBlockedExtensions), msg("info@example.test", nil, multipart("docs.zip", "application/zip", zipWith("scan.scr"))), Reject, 554, [3]int{5, 7, 1}, "scan.scr"},
 		{"harmless zip", NewAttachments(DefaultBlockedExtensions), msg("info@example.test", nil, multipart("docs.zip", "application/zip", zipWith("report.pdf"))), Accept, 0, [3]int{}, ""},
-		{"message passed through us already", &Repeats{}, msg("info@example.test", nil, "Received: from x by mx.sluice.test (Sluice) with ESMTPSA id 1\nFrom: info@example.test\nAuto-Submitted: auto-replied\n\nout of office\n"), Hold, 250, [3]int{2, 0, 0}, "already passed through"},
+		{"message passed through us already", OwnHops{}, msg("info@example.test", nil, "Received: from x by mx.sluice.test (Sluice) with ESMTPSA id 1\nFrom: info@example.test\nAuto-Submitted: auto-replied\n\nout of office\n"), Hold, 250, [3]int{2, 0, 0}, "already passed through"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -175,15 +175,23 @@ func formFieldLines(text string) int {
 
 // Repeats catches the loop proper: the same content sent again and again
 // by one login within minutes (a form that posts itself, a script gone
-// wild), and mail that already passed through this gateway and came back
-// (autoresponder ping-pong). Past Repeats it defers; past twice that, or
-// on a loop through us, it holds the message for the operator.
+// wild). Past Repeats it defers; past twice that it holds the message for
+// the operator. It counts, so the pipeline runs it after the content
+// rules; OwnHops, the other half of the "loop" rule, runs early.
 type Repeats struct {
-	Repeats    int
-	Store      QuotaStore // a store whose window is the repeat window
-	Log        *slog.Logger
+	Repeats int
+	Store   QuotaStore // a store whose window is the repeat window
+	Log     *slog.Logger
+}
+
+// OwnHops holds mail that already passed through this gateway and came
+// back (autoresponder ping-pong, a forward loop). It is the "loop" rule's
+// cheap half: no counting, so it runs before the block lists and Rspamd.
+type OwnHops struct {
 	MaxOurHops int // Received fields of ours before it is a loop (default 1)
 }
+
+func (OwnHops) Name() string { return "loop" }
 
 // keep is how many times of one content the Redis store remembers: past
 // twice Repeats the rule holds, so more only makes the count it reports
@@ -199,9 +207,6 @@ type repeatCounter interface {
 func (r *Repeats) Name() string { return "loop" }
 
 func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
-	if v := r.hops(m); v != nil {
-		return v
-	}
 	if r.Store == nil || r.Repeats <= 0 {
 		return nil
 	}
@@ -216,9 +221,9 @@ func (r *Repeats) Check(ctx context.Context, m *Message) *Verdict {
 	return r.judge(m, n, err)
 }
 
-// hops holds mail that already passed through this gateway (a loop
+// Check holds mail that already passed through this gateway (a loop
 // through us), or returns nil.
-func (r *Repeats) hops(m *Message) *Verdict {
+func (h OwnHops) Check(_ context.Context, m *Message) *Verdict {
 	if m.OurHostname == "" {
 		return nil
 	}
@@ -229,7 +234,7 @@ func (r *Repeats) hops(m *Message) *Verdict {
 		}
 	}
 	auto := len(m.Header("Auto-Submitted")) > 0 && !strings.EqualFold(strings.TrimSpace(m.Header("Auto-Submitted")[0]), "no")
-	if ours >= max(1, r.MaxOurHops) || ours > 0 && auto {
+	if ours >= max(1, h.MaxOurHops) || ours > 0 && auto {
 		return &Verdict{Action: Hold, Code: 250, Enhanced: [3]int{2, 0, 0}, Rule: "loop",
 			Message: fmt.Sprintf("this message already passed through %s (an autoresponder or forward loop); it is held for review", m.OurHostname)}
 	}
@@ -259,7 +264,7 @@ func (r *Repeats) judge(m *Message, n int, err error) *Verdict {
 // the batch stops there too.
 func (r *Repeats) batch(m *Message, decisive bool) (redis.UniversalClient, []scriptCall, bool) {
 	st, ok := r.Store.(*RedisStore)
-	if !ok || r.Repeats <= 0 || r.hops(m) != nil {
+	if !ok || r.Repeats <= 0 {
 		return nil, nil, false
 	}
 	c := st.repeatCall(domainOf(m.Login), m.Login, fingerprint(m), r.keep())

@@ -140,6 +140,7 @@ func newPipeline(cfg *Config, st *stores, res screen.HostResolver, sus screen.Su
 	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}, Quota: st.quota}
 	p.Rules = []screen.Rule{
 		screen.Headers{},
+		screen.OwnHops{},
 		&screen.WebForm{Mode: sc.WebForm, Limit: sc.WebFormLimit, Store: st.hourly, Log: log},
 		screen.NewAttachments(sc.BlockedExtensions),
 		&screen.Links{DomainZones: sc.DomainBlocklists, IPZones: sc.IPBlocklists, Resolver: res, Budget: sc.BlocklistBudget.Duration, MaxLookups: 50, Log: log},
