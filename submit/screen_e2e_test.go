@@ -63,10 +63,11 @@ func scrPipeline(c scrSettings) *screen.Pipeline {
 	p := &screen.Pipeline{Log: log, Overrides: map[string]screen.ActionOverrides{}}
 	p.Rules = []screen.Rule{
 		screen.Headers{},
-		&screen.Repeats{Repeats: c.loopRepeats, Store: repeats, Log: log},
+		screen.OwnHops{},
 		&screen.WebForm{Mode: c.webform, Limit: c.webformLimit, Store: hourly, Log: log},
 		screen.NewAttachments(screen.DefaultBlockedExtensions),
 		&screen.Links{DomainZones: c.domainZones, IPZones: c.ipZones, Resolver: c.resolver, Budget: c.budget, MaxLookups: 50, Log: log},
+		&screen.Repeats{Repeats: c.loopRepeats, Store: repeats, Log: log},
 		&screen.Compromise{NewRecipientsPerHour: 1000, VolumeMultiple: 10, MinVolume: 200,
 			History: daily, Hourly: hourly, Daily: daily, Contact: "postmaster@mx.sluice.test", Log: log},
 	}
