@@ -72,20 +72,27 @@ func (s *session) Data(r io.Reader) error {
 	}
 	hold := ""
 	var screenHeaders []byte
-	committed := false // the quota charged with the screen's counts
+	// charged: the quota holds this message's charge; queued: it is in
+	// the spool. A charge for a message not queued is given back, however
+	// the message was refused after it.
+	charged, queued := false, false
 	ctx := context.Background()
+	defer func() {
+		if charged && !queued {
+			s.srv.Quota.Refund(ctx, s.login.Name, s.login.Quota, id, len(s.rcpts))
+		}
+	}()
 	if s.srv.Screen != nil {
 		if sc, ok := s.srv.Screen.(ScreenCommitter); ok && s.srv.Quota != nil {
-			hold, screenHeaders, committed, err = sc.ScreenAndCommit(ctx, s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8,
+			hold, screenHeaders, charged, err = sc.ScreenAndCommit(ctx, s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8,
 				s.login.Quota, s.txn, id)
 		} else {
 			hold, screenHeaders, err = s.srv.Screen.ScreenMessageHeaders(ctx, s.login.Name, s.srv.Hostname, s.from, s.rcpts, msg, s.utf8)
 		}
-		if committed {
+		if charged {
 			s.reserved = false // the reservation became the charge
 		}
 		if err != nil {
-			s.refundIf(committed, id)
 			return s.refuse(id, len(msg), err, "screen")
 		}
 	}
@@ -104,30 +111,27 @@ func (s *session) Data(r io.Reader) error {
 	if s.srv.Signer != nil {
 		sigs, signing, err = s.srv.Signer.Sign(fromDomain, prefix.Bytes(), msg)
 		if err != nil {
-			s.refundIf(committed, id)
 			return s.refuse(id, len(msg), err, "dkim")
 		}
 	}
-	if q := s.srv.Quota; q != nil && !committed {
+	if q := s.srv.Quota; q != nil && !charged {
 		if err := q.Commit(ctx, s.login.Name, s.login.Quota, s.txn, id, len(s.rcpts)); err != nil {
 			return s.refuse(id, len(msg), err, "quota")
 		}
-		s.reserved = false
+		charged, s.reserved = true, false
 	}
 	env := &spool.Envelope{
 		ID: id, Login: s.login.Name, From: s.from, To: append([]string(nil), s.rcpts...),
 		ClientIP: s.ip, Received: time.Now().UTC(), Hold: hold,
 	}
 	if err := s.srv.Spool.Enqueue(env, sigs, prefix.Bytes(), msg); err != nil {
-		if q := s.srv.Quota; q != nil {
-			q.Refund(ctx, s.login.Name, s.login.Quota, id, len(s.rcpts))
-		}
 		s.srv.Logger.Error("spool write failed", "id", id, "login", s.login.Name, "err", err)
 		if errors.Is(err, spool.ErrNoSpace) {
 			return s.refuse(id, len(msg), errSpoolFull, "spool")
 		}
 		return s.refuse(id, len(msg), errTempFailure, "spool")
 	}
+	queued = true
 	verdict, reason := "queued", "accepted"
 	if hold != "" {
 		verdict, reason = "held", hold
@@ -140,14 +144,6 @@ func (s *session) Data(r io.Reader) error {
 		"recipients", len(s.rcpts), "size", env.Size, "verdict", verdict, "reason", reason, "dkim", signing,
 		"ip", s.ip, "ms", time.Since(start).Milliseconds())
 	return errQueued(id)
-}
-
-// refundIf takes back the charge of message id when committed: it was
-// charged with the screen's counts and then not queued.
-func (s *session) refundIf(committed bool, id string) {
-	if committed {
-		s.srv.Quota.Refund(context.Background(), s.login.Name, s.login.Quota, id, len(s.rcpts))
-	}
 }
 
 // readData reads the message within the size limit and, for DATA, the
