@@ -50,21 +50,20 @@ type journal struct {
 	segSize int64
 	limit   int // bytes of journaled messages kept in memory
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	cur      *segment
-	segs     []*segment // oldest first; cur is the last
-	nextSeq  uint64
-	spares   []string // paths of old segments to write over (see maxSpares)
-	spareSeq int
-	live     map[string]*jentry
-	bytes    int
-	recs     [][]byte  // records of the batch being gathered, written as they are
-	pending  []*jentry // messages in recs
-	open     uint64    // number of the batch being gathered
-	done     uint64    // the last batch written and synced
-	writing  bool
-	err      error // a write or sync failed: the journal takes no more
+	mu      sync.Mutex
+	cond    *sync.Cond
+	cur     *segment
+	segs    []*segment // oldest first; cur is the last
+	nextSeq uint64
+	spares  []string // paths of old segments to write over (see maxSpares)
+	live    map[string]*jentry
+	bytes   int
+	recs    [][]byte  // records of the batch being gathered, written as they are
+	pending []*jentry // messages in recs
+	open    uint64    // number of the batch being gathered
+	done    uint64    // the last batch written and synced
+	writing bool
+	err     error // a write or sync failed: the journal takes no more
 	// resumeAt, when set, is when the journal tries again after a write
 	// that failed (and was cut back): a disk that was full may have room.
 	resumeAt time.Time
@@ -363,13 +362,15 @@ func (j *journal) newSegment() error {
 }
 
 // A segment that nothing in is pending any more is kept as a spare (up to
-// maxSpares), renamed to spare-N, and a later segment is written over it
+// maxSpares), renamed to spare-SEQ (its segment number), and a later
+// segment is written over it
 // instead of into a new file. Its blocks are already written, so the
 // fdatasync of a batch flushes data only, with no file-size or extent
 // change for ext4 or XFS to journal: about half the latency and CPU of a
 // sync here. What the old records leave behind the new tail is never read:
 // their segment number is not the new one's, which ends the reading as a
-// damaged record does.
+// damaged record does. Numbers never come back, across restarts too:
+// recovery starts after the highest segment or spare number it finds.
 const maxSpares = 2
 
 // reuseSpare renames a spare to path and opens it; nil without error when
@@ -402,8 +403,7 @@ func (j *journal) retire(gone []*segment) {
 		keep := len(j.spares) < maxSpares && sg.size >= j.segSize
 		var sp string
 		if keep {
-			j.spareSeq++
-			sp = filepath.Join(j.dir, fmt.Sprintf("spare-%d", j.spareSeq))
+			sp = filepath.Join(j.dir, fmt.Sprintf("spare-%016x", sg.seq))
 		}
 		j.mu.Unlock()
 		if keep && os.Rename(sg.f.Name(), sp) == nil {
@@ -599,9 +599,12 @@ func (j *journal) recover() error {
 		if at, ok := pending[f.id]; !ok || at != i || !validID(f.id) {
 			continue // done, or journaled again later (not done)
 		}
-		if _, err := os.Lstat(filepath.Join(j.s.queueDir, f.id)); err == nil {
+		if _, _, err := j.s.Read(f.id); err == nil {
 			continue // made a file before the crash
 		}
+		// None, or one the crash cut short before its flush (a name
+		// without its data): the journal's copy replaces it.
+		os.Remove(filepath.Join(j.s.queueDir, f.id))
 		if err := j.s.writeFile(f.id, [][]byte{f.file}); err != nil {
 			return fmt.Errorf("spool: journal recovery of %s: %w", f.id, err)
 		}
@@ -618,13 +621,13 @@ func (j *journal) recover() error {
 	// Spares a stop left, to write over; more than maxSpares go.
 	spares, _ := filepath.Glob(filepath.Join(j.dir, "spare-*"))
 	for _, sp := range spares {
-		n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(sp), "spare-"))
+		seq, err := strconv.ParseUint(strings.TrimPrefix(filepath.Base(sp), "spare-"), 16, 64)
 		if err != nil || len(j.spares) >= maxSpares {
 			os.Remove(sp)
 			continue
 		}
 		j.spares = append(j.spares, sp)
-		j.spareSeq = max(j.spareSeq, n)
+		j.nextSeq = max(j.nextSeq, seq) // its old records never carry a new number
 	}
 	return SyncDir(j.dir)
 }
