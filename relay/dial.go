@@ -131,7 +131,7 @@ func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useT
 		cancel()
 		if err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("%w with %s (%s): %v", errTLSFailed, t.host, addr, err)
+			return nil, fmt.Errorf("%w with %s (%s): %s", errTLSFailed, t.host, addr, resolver.Cause(err))
 		}
 		nc, out.tls = tc, true
 	} else {
@@ -145,7 +145,7 @@ func (r *Relay) dial(ctx context.Context, t target, ip net.IP, addr string, useT
 			tc, err := upgrade(nc, br, tlsCfg, r.cfg.ConnectTimeout)
 			if err != nil {
 				nc.Close()
-				return nil, fmt.Errorf("%w with %s: %v", errTLSFailed, t.host, err)
+				return nil, fmt.Errorf("%w with %s: %s", errTLSFailed, t.host, resolver.Cause(err))
 			}
 			nc, out.tls = &replayConn{Conn: tc, pending: []byte("220 " + op.greeting + "\r\n")}, true
 		case mustTLS:

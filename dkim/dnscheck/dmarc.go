@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sluice/relay/resolver"
 	"strings"
 
 	"github.com/emersion/go-msgauth/dmarc"
@@ -31,7 +32,7 @@ func lookupDMARC(ctx context.Context, r Resolver, domain string) (*dmarcPolicy, 
 	for i, d := range names {
 		name := "_dmarc." + d
 		txts, err := r.LookupTXT(ctx, name)
-		if err != nil && !isNotFound(err) {
+		if err != nil && !resolver.IsNotFound(err) {
 			return nil, err
 		}
 		for _, t := range txts {
@@ -94,16 +95,10 @@ func aligned(a, b string, mode dmarc.AlignmentMode) bool {
 	return orgDomain(a) == orgDomain(b)
 }
 
-// isNotFound reports an answer that says the record does not exist
-// (NXDOMAIN or no data), as opposed to a failure to get an answer.
-func isNotFound(err error) bool {
-	var de *net.DNSError
-	return errors.As(err, &de) && de.IsNotFound
-}
-
 // dnsFailed reports a lookup that got no usable answer (SERVFAIL,
-// timeout, refused): the record may well exist.
-func dnsFailed(err error) bool { return err != nil && !isNotFound(err) }
+// timeout, refused): the record may well exist, as opposed to an answer
+// that says it does not (resolver.IsNotFound: NXDOMAIN or no data).
+func dnsFailed(err error) bool { return err != nil && !resolver.IsNotFound(err) }
 
 // failure is the short reason of a resolver failure, for findings.
 func failure(err error) string {
