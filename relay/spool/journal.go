@@ -320,6 +320,13 @@ func (j *journal) flushLocked() {
 	j.mu.Lock()
 	j.writing = false
 	if err != nil {
+		// The batch's writers get the error (their clients a 4xx): none
+		// of its messages may become a queue file meanwhile.
+		for _, e := range ents {
+			if j.live[e.env.ID] == e {
+				j.forget(e.env.ID)
+			}
+		}
 		j.err = err
 		if paused {
 			j.resumeAt = time.Now().Add(journalResume)
