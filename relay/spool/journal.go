@@ -194,11 +194,12 @@ func (s *Spool) JournalLen() int {
 // whether it did (err then says whether it is durable).
 func (j *journal) add(env *Envelope, head []byte, parts [][]byte) (taken bool, err error) {
 	size := len(magic) + len(head) + 1 + env.Size
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.err != nil || j.bytes+size > j.limit || size > j.limit/16 {
+	if size > j.limit/16 {
 		return false, nil
 	}
+	// The record is built before the lock that every writer and every
+	// delivered message needs; a message the journal then cannot take
+	// (rare) only wasted the copy.
 	rec := make([]byte, recHeader+len(env.ID), recHeader+len(env.ID)+size)
 	copy(rec[recHeader:], env.ID)
 	rec = append(rec, magic...)
@@ -212,6 +213,11 @@ func (j *journal) add(env *Envelope, head []byte, parts [][]byte) (taken bool, e
 	e.env.To = append([]string(nil), env.To...)
 	e.env.Received = e.env.Received.Round(0)
 	frame(rec, recMessage)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil || j.bytes+size > j.limit {
+		return false, nil
+	}
 	j.recs = append(j.recs, rec)
 	j.pending = append(j.pending, e)
 	j.live[env.ID] = e
