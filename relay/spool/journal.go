@@ -194,15 +194,13 @@ func (s *Spool) JournalLen() int {
 // whether it did (err then says whether it is durable).
 func (j *journal) add(env *Envelope, head []byte, parts [][]byte) (taken bool, err error) {
 	size := len(magic) + len(head) + 1 + env.Size
-	j.mu.Lock()
-	off := j.err != nil || j.bytes+size > j.limit
-	j.mu.Unlock()
-	if off || size > j.limit/16 {
-		return false, nil // a file (and no copy made for nothing)
+	if size > j.limit/16 {
+		return false, nil
 	}
 	// The record is built before the lock that every writer and every
 	// delivered message needs; a message the journal then cannot take
-	// after all (it filled meanwhile) only wasted the copy.
+	// (off after a failure, or full: files then cost far more) only wasted
+	// the copy.
 	rec := make([]byte, recHeader+len(env.ID), recHeader+len(env.ID)+size)
 	copy(rec[recHeader:], env.ID)
 	rec = append(rec, magic...)
