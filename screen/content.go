@@ -161,6 +161,7 @@ func (p *Pipeline) runBatched(ctx context.Context, m *Message, i int) (v *Verdic
 		// Commit, which says why.
 		last := res[len(res)-1]
 		m.commit.done = len(last) > 0 && last[0] == 0
+		m.commit.answered(last)
 		res = res[:len(res)-1]
 	}
 	v = a.judgeBatch(ctx, m, res[:len(callsA)], nil)
@@ -257,8 +258,8 @@ func (p *Pipeline) ScreenAndCommit(ctx context.Context, login, ourHost, envFrom 
 	override *int, txn, id string) (hold string, headers []byte, committed bool, err error) {
 	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
 	if p.Quota != nil {
-		if rdb, call, ok := p.Quota.commitCall(login, override, txn, id, len(rcpts)); ok {
-			m.commit = &batchCommit{rdb: rdb, call: call}
+		if bc, ok := p.Quota.commitCall(login, override, txn, id, len(rcpts)); ok {
+			m.commit = bc
 		}
 	}
 	hold, headers, err = p.screen(ctx, m)

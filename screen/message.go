@@ -41,9 +41,10 @@ type Message struct {
 
 // batchCommit is a quota commit riding on the counting rules' round trip.
 type batchCommit struct {
-	rdb  redis.UniversalClient
-	call scriptCall
-	done bool // charged
+	rdb      redis.UniversalClient
+	call     scriptCall
+	answered func(res []int64) // given the call's answer
+	done     bool              // charged
 }
 
 type field struct {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // QuotaConfig is the [quota] section.
@@ -112,13 +110,16 @@ func (q *Quota) Commit(ctx context.Context, login string, override *int, txn, id
 }
 
 // commitCall is Commit as a call of a batch, for a Redis store: the
-// client it goes to; false for any other store.
-func (q *Quota) commitCall(login string, override *int, txn, id string, n int) (redis.UniversalClient, scriptCall, bool) {
+// client it goes to, and what to do with the call's answer; false for any
+// other store.
+func (q *Quota) commitCall(login string, override *int, txn, id string, n int) (*batchCommit, bool) {
 	st, ok := q.store.(*RedisStore)
 	if !ok {
-		return nil, scriptCall{}, false
+		return nil, false
 	}
-	return st.rdb, st.call("commit", q.charge(login, override, txn, id, n)), true
+	c := q.charge(login, override, txn, id, n)
+	return &batchCommit{rdb: st.rdb, call: st.call("commit", c),
+		answered: func(res []int64) { st.rooms.note(c, res, time.Now()) }}, true
 }
 
 // Release gives back what txn reserved (refused or aborted message).

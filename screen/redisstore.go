@@ -27,8 +27,9 @@ import (
 // Every key gets a TTL of window+hold+1min on every write that adds to it:
 // no key lives forever.
 type RedisStore struct {
-	rdb redis.UniversalClient
-	cfg StoreConfig
+	rdb   redis.UniversalClient
+	cfg   StoreConfig
+	rooms rooms // RCPT pre-checks answered without a round trip
 }
 
 // NewRedisStore uses rdb (a single server, Sentinel or Cluster client).
@@ -39,7 +40,9 @@ func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
 // quotaScript does reserve, commit, release, usage, reset, count and
 // repeat (CountRepeat). It returns
 // {0, now} on success or {1, scopeIndex, used, nextFitMs, now} when a scope
-// is full; for usage {used, reserved, oldestMs, now}; for count {0, now,
+// is full; a reserve, and a commit that was checked (not within its
+// reservation), answer {0, now, room}: what still fits in the fullest
+// limited scope (-1 when none has a limit); for usage {used, reserved, oldestMs, now}; for count {0, now,
 // total}. seen adds ARGV[8...] (recipients) to the set that is the last
 // key (the login's recipient history, given the TTL ARGV[7] ms) and
 // answers {0, now, how many were new}; countnew does the same and then
@@ -160,11 +163,14 @@ local function run(KEYS, ARGV, now)
     return {0, now, #times}
   end
 
+  -- have: what txn holds in each scope (commit only).
+  local have = {}
   if op == 'commit' then
     -- A commit within its reservation needs neither the clean-up nor the
     -- check: the reservation still holds its room (it would be gone had
-    -- a clean-up expired it). Short or gone: checked below as before.
-    local have, covered = {}, true
+    -- a clean-up expired it). Short or gone (or none: RCPT's pre-check
+    -- was answered by the caller, see rooms in room.go): checked below.
+    local covered = true
     for i = 1, nscopes do
       have[i] = reserved(i)
       if have[i] < n then covered = false end
@@ -180,6 +186,10 @@ local function run(KEYS, ARGV, now)
   end
 
   for i = 1, nscopes do clean(i) end
+  if op == 'commit' then
+    -- The clean-up may have expired a reservation held.
+    for i = 1, nscopes do if have[i] > 0 then have[i] = reserved(i) end end
+  end
 
   if op == 'usage' then
     local first = redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
@@ -217,13 +227,17 @@ local function run(KEYS, ARGV, now)
     return {0, now}
   end
 
+  -- room: what still fits after this, in the fullest limited scope; -1
+  -- when none has a limit.
+  local room = -1
   for i = 1, nscopes do
     local limit = tonumber(ARGV[6 + i])
     local u = used(i)
-    if op == 'commit' then u = u - tonumber(redis.call('HGET', k(i, 4), txn) or '0') end
+    if op == 'commit' then u = u - have[i] end
     if limit > 0 and u + n > limit then
       return {1, i, u, nextfit(i, u, limit), now}
     end
+    if limit > 0 and (room < 0 or limit - u - n < room) then room = limit - u - n end
   end
 
   for i = 1, nscopes do
@@ -233,12 +247,12 @@ local function run(KEYS, ARGV, now)
       redis.call('ZADD', k(i, 3), now + hold, txn)
       touch(i, 3, 4)
     else
-      unreserve(i)
+      unreserve(i, have[i])
       charge(i)
       touch(i, 1, 2)
     end
   end
-  return {0, now}
+  return {0, now, room}
 end
 
 local t = redis.call('TIME')
@@ -310,12 +324,18 @@ func (r *RedisStore) refusal(c Charge, res []int64) *Refusal {
 	return &Refusal{Scope: c.Scopes[i], Used: int(res[2]), NextFit: time.UnixMilli(res[3])}
 }
 
-// Reserve implements QuotaStore.
+// Reserve implements QuotaStore. A charge with no limit holds nothing, and
+// one with room to spare by a fresh answer is granted here (see rooms):
+// neither asks Redis, whose commit at the end of DATA checks the limit.
 func (r *RedisStore) Reserve(ctx context.Context, c Charge) (*Refusal, error) {
+	if unlimited(c) || r.rooms.take(c, time.Now()) {
+		return nil, nil
+	}
 	res, err := r.run(ctx, "reserve", c)
 	if err != nil {
 		return nil, err
 	}
+	r.rooms.note(c, res, time.Now())
 	return r.refusal(c, res), nil
 }
 
@@ -325,6 +345,7 @@ func (r *RedisStore) Commit(ctx context.Context, c Charge) (*Refusal, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.rooms.note(c, res, time.Now())
 	return r.refusal(c, res), nil
 }
 

@@ -51,7 +51,8 @@ func login(name string, limit int, txn string, n int) Charge {
 	return Charge{Tag: "example.test", Scopes: []Scope{{Key: "login:" + name, Limit: limit}}, Txn: txn, N: n, ID: txn}
 }
 
-// send reserves n one by one (as RCPT does) and commits.
+// send reserves n one by one (as RCPT does) and commits; a refused commit
+// releases what it held, as submit's next transaction or logout does.
 func send(t *testing.T, s QuotaStore, c Charge) *Refusal {
 	t.Helper()
 	ctx := context.Background()
@@ -70,6 +71,9 @@ func send(t *testing.T, s QuotaStore, c Charge) *Refusal {
 	ref, err := s.Commit(ctx, c)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ref != nil {
+		s.Release(ctx, c)
 	}
 	return ref
 }
@@ -270,13 +274,18 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	if _, err := s.Reserve(ctx, login("h@example.test", 5, "b", 1)); err == nil {
+	// (Another login: h's room, known from the answer above, would be
+	// granted without asking Redis.)
+	if _, err := s.Reserve(ctx, login("i@example.test", 5, "b", 1)); err == nil {
 		t.Fatal("no error with Redis down")
+	}
+	if _, err := s.Commit(ctx, login("h@example.test", 5, "a", 1)); err == nil {
+		t.Fatal("no error with Redis down (commit)")
 	}
 	srv.Restart()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, err := s.Reserve(ctx, login("h@example.test", 5, "c", 1))
+		_, err := s.Reserve(ctx, login("i@example.test", 5, "c", 1))
 		if err == nil {
 			return
 		}
