@@ -95,6 +95,14 @@ proc_table() {
       if (n >= 15) print $1, f[2], f[12] + f[13] + f[14] + f[15] }'
 }
 
+# machine_ticks: clock ticks of the whole machine so far, from /proc/stat:
+# busy (every process and the kernel: user, nice, system, irq, softirq),
+# steal (taken by the hypervisor for other guests), and all of them with
+# idle and iowait.
+machine_ticks() {
+  awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8; print busy, $9 + 0, busy + $5 + $6 + $9; exit }' /proc/stat
+}
+
 # descendants PID: PID and every process below it, one per line.
 descendants() {
   proc_table | awk -v root="$1" '

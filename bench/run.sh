@@ -214,8 +214,9 @@ spool_gauge() {
 warm_up
 LOAD_BEFORE=$(loadavg)
 bench_run() { # NAME CONCURRENCY REUSE [FLAG...]
-  local json=$WORK/$1.json t0 t1 q drained cpu rcpu sampler n c0 a0 c1 a1
+  local json=$WORK/$1.json t0 t1 q drained cpu rcpu sampler n c0 a0 c1 a1 m0 m1 ml mcpu steal
   t0=$(cpu_ticks)
+  m0=$(machine_ticks)
   read -r c0 a0 < <(redis_calls)
   # Peak RSS of the server during the load, sampled every 100ms, and the
   # most messages in its spool, every 500ms.
@@ -235,16 +236,24 @@ bench_run() { # NAME CONCURRENCY REUSE [FLAG...]
     done ) &
   sampler=$!
   load_run "$@"
+  ml=$(machine_ticks)
   rm -f "$WORK/sampling"
   wait "$sampler" || true
   q=$(queued)
   drained=$(wait_drained "$DRAIN_WAIT")
   t1=$(cpu_ticks) # after the drain: the CPU of accepting and of delivering
+  m1=$(machine_ticks)
   read -r c1 a1 < <(redis_calls)
   n=$(jq .accepted "$json")
+  # The whole machine's busy time until the drain, per message; the share
+  # of the load's time the hypervisor stole.
+  mcpu=$(awk -v a="$m0" -v b="$m1" -v hz="$TICK" -v n="$n" 'BEGIN { split(a, x, " "); split(b, y, " ")
+    if (n > 0) printf "%.2f", (y[1] - x[1]) * 1000 / hz / n; else print "-" }')
+  steal=$(awk -v a="$m0" -v b="$ml" 'BEGIN { split(a, x, " "); split(b, y, " ")
+    t = y[3] - x[3]; if (t > 0) printf "%.0f", (y[2] - x[2]) * 100 / t; else print "-" }')
   read -r _ cpu _ rcpu < <(per_msg "$t0" "$t1" "$n")
   rcpu=$(awk -v ms="$rcpu" 'BEGIN { if (ms == "-") print "-"; else printf "%d", ms * 1000 }')
-  add_row "$1" "$json" "$cpu" "$(jq -r 'if .sent > 0 then (.client_cpu_s * 1000 / .sent * 100 | round / 100) else "-" end' "$json")" "$rcpu" "$(awk -v c=$((c1 - c0)) -v a=$((a1 - a0)) -v n="$n" 'BEGIN { if (n > 0) printf "%.1f / %.0f", c / n, a / n; else print "-" }')" \
+  add_row "$1" "$json" "$cpu" "$mcpu" "$steal" "$(jq -r 'if .sent > 0 then (.client_cpu_s * 1000 / .sent * 100 | round / 100) else "-" end' "$json")" "$rcpu" "$(awk -v c=$((c1 - c0)) -v a=$((a1 - a0)) -v n="$n" 'BEGIN { if (n > 0) printf "%.1f / %.0f", c / n, a / n; else print "-" }')" \
     "$(( $(cat "$WORK/peak") / 1024 ))" "$(cat "$WORK/spoolmax")" "$q" "$drained"
 }
 
@@ -280,11 +289,11 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
   fi
   echo "(1-minute load average $LOAD_BEFORE before the first run, $(loadavg) after the last)."
   echo
-  table_head "server CPU ms/msg" "client CPU ms/msg" "redis CPU µs/msg" "redis scripts / commands per msg" "server peak RSS MB" "spool max" "queued at end" "drained in"
+  table_head "server CPU ms/msg" "machine CPU ms/msg" "steal %" "client CPU ms/msg" "redis CPU µs/msg" "redis scripts / commands per msg" "server peak RSS MB" "spool max" "queued at end" "drained in"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "msgs/s: accepted messages per second. data: end of DATA to the 250 (spool fsync, signing, screening)."
-  echo "server CPU ms/msg: CPU time of sluice serve from the start of the run until its queue drained, per accepted message; client CPU: that of sluice bench during the run; redis CPU like the server's; redis scripts: script runs (each one round trip), commands: all that Redis ran, those in scripts included."
+  echo "server CPU ms/msg: CPU time of sluice serve from the start of the run until its queue drained, per accepted message; machine CPU: the busy time of the whole machine (every process and the kernel) over the same time, per accepted message: on a saturated machine, msgs/s is about CPUs / machine CPU; steal %: the share of the run's CPU time the hypervisor gave to other guests (/proc/stat), high when the host is busy; client CPU: that of sluice bench during the run; redis CPU like the server's; redis scripts: script runs (each one round trip), commands: all that Redis ran, those in scripts included."
   echo "spool max: the most messages in the spool (sluice_spool_messages: queue files and journaled messages) seen during the run, sampled every 500ms."
   echo "half-load-N: --rate N, half the highest msgs/s of the runs above, over $HALF_CONC connections (--half-load-concurrency)."
   echo "queued at end: messages still in the spool (queue files and journal) when the run ended; drained in: until it was empty (limit ${DRAIN_WAIT}s)."
