@@ -31,8 +31,9 @@ import (
 // journalCheckpoint ago, or every one when the journal stops or fails.
 // A write that fails (a full disk) is cut back off the segment, and for
 // journalResume messages are files (which a full disk refuses too: 452);
-// then the journal goes on in a new segment. A failed fdatasync turns it
-// off until the next start.
+// then the journal goes on in a new segment. A full segment whose next one
+// cannot be made pauses the journal the same way. A failed fdatasync turns
+// it off until the next start.
 // Segments are removed oldest first once nothing in them is pending.
 //
 // At start, the segments left by a crash are read back: every message
@@ -343,7 +344,11 @@ func (j *journal) flushLocked() {
 		seg.size += size
 		if seg.size >= j.segSize {
 			if err := j.newSegment(); err != nil {
+				// No next segment (no space or inode for the file): as
+				// after a failed write, messages are files for a while,
+				// then the switch is tried again.
 				j.err = err
+				j.resumeAt = time.Now().Add(journalResume)
 			}
 		}
 	}

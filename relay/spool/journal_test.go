@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -310,6 +312,58 @@ func TestJournalFullDisk(t *testing.T) {
 	}
 }
 
+// A full segment whose successor cannot be made (here a directory holds
+// the next name) pauses the journal: the messages meanwhile are queue
+// files, and after journalResume the journal goes on in a new segment
+// (before, it stayed off until the next start).
+func TestJournalSegmentSwitchFailurePauses(t *testing.T) {
+	dir := t.TempDir()
+	const segSize = 4096
+	s := openJournaled(t, dir, segSize)
+	defer s.StopJournal()
+	jdir := filepath.Join(dir, "journal")
+	var last string
+	entries, err := os.ReadDir(jdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".wal") && e.Name() > last {
+			last = e.Name()
+		}
+	}
+	seq, err := strconv.ParseUint(strings.TrimSuffix(last, ".wal"), 16, 64)
+	if err != nil {
+		t.Fatalf("segment %q: %v", last, err)
+	}
+	if err := os.Mkdir(filepath.Join(jdir, fmt.Sprintf("%016x.wal", seq+1)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the segment: the switch after it fails.
+	body := []byte("Subject: s\r\n\r\n" + strings.Repeat("x", 1000) + "\r\n")
+	for i := 0; i < 5; i++ {
+		if err := s.Enqueue(&Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}, body); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	during := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}
+	if err := s.Enqueue(during, body); err != nil {
+		t.Fatalf("a message while the journal is paused: %v", err)
+	}
+	if got := queueFiles(t, dir); !slices.Contains(got, during.ID) {
+		t.Fatalf("queue files %v: the message sent while paused is not a file", got)
+	}
+	time.Sleep(journalResume + 3*journalTick)
+	n := s.JournalLen()
+	later := &Envelope{ID: NewID(), From: "a@example.test", To: []string{"b@remote.test"}}
+	if err := s.Enqueue(later, body); err != nil {
+		t.Fatal(err)
+	}
+	if s.JournalLen() != n+1 || slices.Contains(queueFiles(t, dir), later.ID) {
+		t.Fatalf("after the pause: JournalLen %d (was %d), files %v; want the new message journaled", s.JournalLen(), n, queueFiles(t, dir))
+	}
+}
+
 // Segments nothing is pending in are kept as spares and written over by
 // later segments (the same files, so a sync flushes data only); after a
 // crash, what the old records left behind a recycled segment's new tail is
@@ -431,7 +485,7 @@ func TestJournalSpareAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := openJournaled(t, dir, segSize) // its first segment is the spare
-	s2.journal.Load().crash()           // killed before its first message
+	s2.journal.Load().crash()            // killed before its first message
 	s3 := openJournaled(t, dir, segSize)
 	defer s3.StopJournal()
 	if got := queueFiles(t, dir); len(got) != 0 {
