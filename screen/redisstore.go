@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,6 +31,10 @@ type RedisStore struct {
 	rdb   redis.UniversalClient
 	cfg   StoreConfig
 	rooms rooms // RCPT pre-checks answered without a round trip
+
+	// Prechecks counts Reserve's answers by where they came from (for
+	// metrics): no limit, the room known, or Redis.
+	Prechecks struct{ NoLimit, KnownRoom, Redis atomic.Int64 }
 }
 
 // NewRedisStore uses rdb (a single server, Sentinel or Cluster client).
@@ -328,9 +333,15 @@ func (r *RedisStore) refusal(c Charge, res []int64) *Refusal {
 // one with room to spare by a fresh answer is granted here (see rooms):
 // neither asks Redis, whose commit at the end of DATA checks the limit.
 func (r *RedisStore) Reserve(ctx context.Context, c Charge) (*Refusal, error) {
-	if unlimited(c) || r.rooms.take(c, time.Now()) {
+	if unlimited(c) {
+		r.Prechecks.NoLimit.Add(1)
 		return nil, nil
 	}
+	if r.rooms.take(c, time.Now()) {
+		r.Prechecks.KnownRoom.Add(1)
+		return nil, nil
+	}
+	r.Prechecks.Redis.Add(1)
 	res, err := r.run(ctx, "reserve", c)
 	if err != nil {
 		return nil, err

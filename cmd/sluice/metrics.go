@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,14 @@ func newMetrics(sp *spool.Spool, q *screen.Quota, g submitCounts) *metrics {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_quota_refusals_total",
 		Help: "RCPT or DATA refused with 451 4.7.1 because a login or domain reached its hourly quota."},
 		func() float64 { return float64(q.Refusals.Load()) }))
+	if rs, ok := q.Store().(*screen.RedisStore); ok {
+		for answer, n := range map[string]*atomic.Int64{"no-limit": &rs.Prechecks.NoLimit, "known-room": &rs.Prechecks.KnownRoom, "redis": &rs.Prechecks.Redis} {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_quota_prechecks_total",
+				Help:        "RCPT quota pre-checks with Redis, by answer: no-limit (the login has none: nothing to hold), known-room (granted from the room Redis last reported, no round trip), redis (reserved in Redis).",
+				ConstLabels: prometheus.Labels{"answer": answer}},
+				func() float64 { return float64(n.Load()) }))
+		}
+	}
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_store_errors_total",
 		Help: "Failures of the shared store (Redis unreachable or slower than [quota] timeout) in quota calls."},
 		func() float64 { return float64(q.StoreErrors.Load()) }))

@@ -20,7 +20,8 @@ import (
 func TestMessageOneRedisRoundTrip(t *testing.T) {
 	t.Parallel()
 	red := redistest.Start(t)
-	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\nmessages_per_hour = 100\n", alice)
+	httpAddr := freeAddr(t)
+	s := startServerWith(t, "\n[quota]\nredis_url = \""+red.URL()+"\"\nmessages_per_hour = 100\n[http]\nlisten = \""+httpAddr+"\"\n", alice)
 	c := opsLogin(t, s.submission, false, alice)
 	defer c.quit()
 	send := func(i int) opsReply {
@@ -41,6 +42,15 @@ func TestMessageOneRedisRoundTrip(t *testing.T) {
 	}
 	if u, err := msgUsage(t, red, alice.addr); err != nil || u.Used != 4 || u.Reserved != 0 {
 		t.Fatalf("usage after 4 messages: %+v, %v; want 4 used, none reserved", u, err)
+	}
+	// The first RCPT asked Redis (nothing known yet); the other three were
+	// granted from the room the charges before them reported.
+	opsWaitStatus(t, "http://"+httpAddr+"/metrics", 200)
+	m := opsScrape(t, "http://"+httpAddr)
+	got := m.series("sluice_quota_prechecks_total")
+	want := map[string]float64{"answer=known-room": 3, "answer=no-limit": 0, "answer=redis": 1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("sluice_quota_prechecks_total %v, want %v", got, want)
 	}
 }
 
