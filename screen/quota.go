@@ -119,7 +119,7 @@ func (q *Quota) commitCall(login string, override *int, txn, id string, n int) (
 	}
 	c := q.charge(login, override, txn, id, n)
 	return &batchCommit{rdb: st.rdb, call: st.call("commit", c),
-		answered: func(res []int64) { st.rooms.note(c, res, time.Now()) }}, true
+		answered: func(res []int64) { st.committed(c, res) }}, true
 }
 
 // Release gives back what txn reserved (refused or aborted message).

@@ -107,6 +107,15 @@ local function run(KEYS, ARGV, now)
 
   local function reserved(i) return tonumber(redis.call('HGET', k(i, 4), txn) or '0') end
 
+  -- already: whether message id is charged in every scope (a commit run
+  -- again after its answer was lost, near the limit): not refused then.
+  local function already()
+    for i = 1, nscopes do
+      if not redis.call('ZSCORE', k(i, 1), id .. ':' .. n) then return false end
+    end
+    return true
+  end
+
   -- unreserve drops the reservation txn, of c (default: as stored).
   local function unreserve(i, c)
     c = c or reserved(i)
@@ -233,14 +242,19 @@ local function run(KEYS, ARGV, now)
   end
 
   -- room: what still fits after this, in the fullest limited scope; -1
-  -- when none has a limit.
+  -- when none has a limit. A reserve may give after the limits what the
+  -- caller granted to other transactions without Redis (see rooms in
+  -- room.go): checked as used, not reserved, and not in the room.
   local room = -1
+  local others = 0
+  if op == 'reserve' then others = tonumber(ARGV[7 + nscopes] or '0') end
   for i = 1, nscopes do
     local limit = tonumber(ARGV[6 + i])
     local u = used(i)
     if op == 'commit' then u = u - have[i] end
-    if limit > 0 and u + n > limit then
-      return {1, i, u, nextfit(i, u, limit), now}
+    if limit > 0 and u + others + n > limit then
+      if op == 'commit' and already() then return {0, now} end
+      return {1, i, u + others, nextfit(i, u + others, limit), now}
     end
     if limit > 0 and (room < 0 or limit - u - n < room) then room = limit - u - n end
   end
@@ -333,21 +347,30 @@ func (r *RedisStore) refusal(c Charge, res []int64) *Refusal {
 // one with room to spare by a fresh answer is granted here (see rooms):
 // neither asks Redis, whose commit at the end of DATA checks the limit.
 func (r *RedisStore) Reserve(ctx context.Context, c Charge) (*Refusal, error) {
-	if unlimited(c) {
+	if limited(c) == 0 {
 		r.Prechecks.NoLimit.Add(1)
 		return nil, nil
 	}
-	if r.rooms.take(c, time.Now()) {
+	ok, held, others := r.rooms.take(c, time.Now())
+	if ok {
 		r.Prechecks.KnownRoom.Add(1)
 		return nil, nil
 	}
 	r.Prechecks.Redis.Add(1)
-	res, err := r.run(ctx, "reserve", c)
+	all := c
+	all.N += held // the transaction's local grants move into Redis with it
+	sc := r.call("reserve", all)
+	sc.args = append(sc.args, others) // checked too, not reserved
+	res, err := quotaScript.Run(ctx, r.rdb, sc.keys, sc.args...).Int64Slice()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: reserve: %v", ErrStore, err)
 	}
 	r.rooms.note(c, res, time.Now())
-	return r.refusal(c, res), nil
+	if ref := r.refusal(c, res); ref != nil {
+		return ref, nil
+	}
+	r.rooms.reserved(c)
+	return nil, nil
 }
 
 // Commit implements QuotaStore.
@@ -356,12 +379,23 @@ func (r *RedisStore) Commit(ctx context.Context, c Charge) (*Refusal, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.rooms.note(c, res, time.Now())
+	r.committed(c, res)
 	return r.refusal(c, res), nil
 }
 
-// Release implements QuotaStore.
+// committed takes the answer res of Redis to c's commit: the room it
+// reports, and c's transaction out of the ledger of local grants.
+func (r *RedisStore) committed(c Charge, res []int64) {
+	r.rooms.note(c, res, time.Now())
+	r.rooms.done(c.Txn)
+}
+
+// Release implements QuotaStore. A transaction granted only from the
+// known room, or for a login without a limit, holds nothing in Redis.
 func (r *RedisStore) Release(ctx context.Context, c Charge) error {
+	if known, inRedis := r.rooms.done(c.Txn); known && !inRedis || !known && limited(c) == 0 {
+		return nil
+	}
 	_, err := r.run(ctx, "release", c)
 	return err
 }

@@ -13,23 +13,39 @@ const roomTTL = 5 * time.Second
 
 // rooms remembers, per charge (a login's scopes and their limits), the
 // room Redis last reported: recipients that still fit in the window. While
-// that answer is fresh and the room is well above what a transaction asks
-// for, RCPT's pre-check is answered here instead of by a reservation in
-// Redis, which saves a round trip and a script run a message. The charge
-// at the end of DATA is still checked by Redis against the limit, so the
-// quota is never exceeded: a race this estimate loses (other instances
-// sending from the same login near its limit) refuses at the end of DATA,
-// with the same 451 4.7.1, rather than at RCPT. Near the limit (the last
-// quarter of it) every RCPT reserves in Redis as before.
+// that answer is fresh and the room less what this instance has granted
+// since (its open transactions' local grants, kept in a ledger) stays at
+// or above a quarter of the limit, RCPT's pre-check is answered here
+// instead of by a reservation in Redis, which saves a round trip and a
+// script run a message. Once a transaction's next recipient does not fit
+// that way, it reserves in Redis for that recipient and for all it was
+// granted here, so Redis checks the whole transaction and the refusal
+// falls at RCPT on the recipient that does not fit, as without the cache.
+// The charge at the end of DATA is always checked by Redis against the
+// limit, so the quota is never exceeded: what the estimate cannot see
+// (other instances sending from the same login near its limit) is refused
+// at the end of DATA, with the same 451 4.7.1, rather than at RCPT.
+// Charges with a domain total as well are never granted here: other logins
+// of the domain use its room unseen.
 type rooms struct {
 	mu    sync.Mutex
-	m     map[string]roomEntry
-	sweep int // len(m) at which stale entries are dropped
+	m     map[string]*roomEntry
+	txns  map[string]*localGrant // by transaction
+	sweep int                    // len(m) at which stale entries are dropped
 }
 
 type roomEntry struct {
-	room int // recipients that fit, less those granted here since
-	at   time.Time
+	room    int       // recipients that fit, as Redis last reported
+	at      time.Time // when
+	granted int       // recipients granted here since and not yet charged or released
+}
+
+// localGrant is what one open transaction was granted here.
+type localGrant struct {
+	key   string // its roomEntry
+	n     int
+	at    time.Time
+	redis bool // it also reserved in Redis
 }
 
 // roomKey names c's scopes and limits: a limit changed by a reload misses
@@ -46,48 +62,112 @@ func roomKey(c Charge) string {
 	return b.String()
 }
 
-// unlimited reports whether no scope of c has a limit: there is no room
-// to hold, and a reservation could never be refused.
-func unlimited(c Charge) bool {
+// limited is how many scopes of c have a limit.
+func limited(c Charge) int {
+	n := 0
 	for _, s := range c.Scopes {
 		if s.Limit > 0 {
-			return false
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 // margin is the room that must remain after a grant made here: a quarter
-// of the smallest limit, at least 1.
+// of the limit, at least 1.
 func margin(c Charge) int {
-	least := 0
 	for _, s := range c.Scopes {
-		if s.Limit > 0 && (least == 0 || s.Limit < least) {
-			least = s.Limit
+		if s.Limit > 0 {
+			return max(s.Limit/4, 1)
 		}
 	}
-	return max(least/4, 1)
+	return 1
 }
 
 // take grants c's recipients from a fresh answer with room to spare, and
-// counts them off it; false: ask Redis.
-func (r *rooms) take(c Charge, now time.Time) bool {
-	key := roomKey(c)
+// enters them in the ledger. false: ask Redis, to reserve held more (what
+// c's transaction was granted here, which the reservation then takes
+// over) and to check others more besides (what this instance granted to
+// its other open transactions, which Redis does not know of).
+func (r *rooms) take(c Charge, now time.Time) (ok bool, held, others int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.m[key]
-	if !ok || now.Sub(e.at) >= roomTTL || now.Before(e.at) || e.room-c.N < margin(c) {
-		return false
+	g := r.txns[c.Txn]
+	if g != nil {
+		held = g.n
 	}
-	e.room -= c.N
-	r.m[key] = e
-	return true
+	key := roomKey(c)
+	e := r.m[key]
+	if e != nil {
+		others = max(e.granted-held, 0)
+	}
+	if limited(c) != 1 || e == nil || now.Sub(e.at) >= roomTTL || now.Before(e.at) || e.room-e.granted-c.N < margin(c) {
+		return false, held, others
+	}
+	if g == nil {
+		if r.txns == nil {
+			r.txns = make(map[string]*localGrant)
+		}
+		g = &localGrant{key: key}
+		r.txns[c.Txn] = g
+	} else if g.key != key {
+		return false, held, others // the limits changed within the transaction
+	}
+	e.granted += c.N
+	g.n += c.N
+	g.at = now
+	return true, 0, 0
+}
+
+// reserved records that c's transaction reserved in Redis, for what it
+// asked and all it held here, which Redis now holds instead.
+func (r *rooms) reserved(c Charge) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.txns[c.Txn]
+	if g == nil {
+		g = &localGrant{key: roomKey(c)}
+		if r.txns == nil {
+			r.txns = make(map[string]*localGrant)
+		}
+		r.txns[c.Txn] = g
+	}
+	r.dropLocked(g)
+	g.redis = true
+	g.at = time.Now()
+}
+
+// done ends the transaction txn's entry in the ledger (charged or
+// released): known reports whether there was one, and redis whether it
+// reserved in Redis.
+func (r *rooms) done(txn string) (known, redis bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.txns[txn]
+	if g == nil {
+		return false, false
+	}
+	r.dropLocked(g)
+	delete(r.txns, txn)
+	return true, g.redis
+}
+
+// dropLocked takes g's local grants off its entry.
+func (r *rooms) dropLocked(g *localGrant) {
+	if e := r.m[g.key]; e != nil {
+		e.granted = max(e.granted-g.n, 0)
+	}
+	g.n = 0
 }
 
 // note keeps what an answer of the script to a reserve or a commit says of
 // c's room: {0, now, room} when it fitted (shorter answers say nothing of
-// it), {1, ...} when it did not.
+// it), {1, ...} when it did not. What this instance granted and has not
+// yet charged stays counted against it.
 func (r *rooms) note(c Charge, res []int64, now time.Time) {
+	if limited(c) != 1 {
+		return // never granted here
+	}
 	var room int
 	switch {
 	case len(res) >= 3 && res[0] == 0:
@@ -101,15 +181,36 @@ func (r *rooms) note(c Charge, res []int64, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
-		r.m = make(map[string]roomEntry)
+		r.m = make(map[string]*roomEntry)
 	}
-	r.m[key] = roomEntry{room: room, at: now}
-	if len(r.m) >= r.sweep {
-		for k, e := range r.m {
-			if now.Sub(e.at) >= roomTTL {
-				delete(r.m, k)
-			}
+	if e := r.m[key]; e != nil {
+		e.room, e.at = room, now
+	} else {
+		r.m[key] = &roomEntry{room: room, at: now}
+	}
+	if len(r.m)+len(r.txns) >= r.sweep {
+		r.sweepLocked(now)
+	}
+}
+
+// grantLife bounds how long a local grant is kept for a transaction that
+// neither committed nor released (submit releases at RSET and logout, so
+// only a lost session leaves one): as long as a reservation in Redis.
+const grantLife = 15 * time.Minute
+
+// sweepLocked drops stale entries that no open transaction holds, and
+// grants older than grantLife.
+func (r *rooms) sweepLocked(now time.Time) {
+	for txn, g := range r.txns {
+		if now.Sub(g.at) >= grantLife {
+			r.dropLocked(g)
+			delete(r.txns, txn)
 		}
-		r.sweep = max(2*len(r.m), 4096)
 	}
+	for k, e := range r.m {
+		if now.Sub(e.at) >= roomTTL && e.granted == 0 {
+			delete(r.m, k)
+		}
+	}
+	r.sweep = max(2*(len(r.m)+len(r.txns)), 4096)
 }

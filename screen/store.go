@@ -37,7 +37,7 @@ type Refusal struct {
 // Usage is a scope's state for `sluice quota show`.
 type Usage struct {
 	Used     int       // charged within the window
-	Reserved int       // held by transactions in progress
+	Reserved int       // held in the store by transactions in progress (not those granted from a known room, see rooms)
 	Resets   time.Time // when the oldest charge leaves the window (zero: nothing charged)
 }
 

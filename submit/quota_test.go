@@ -147,9 +147,16 @@ func TestRedisDownTempfailsThenRecovers(t *testing.T) {
 	if r := c.send("info@example.test", []string{"a@remote.test"}, simpleMessage("info@example.test", "a@remote.test", "1")); r.code != 250 {
 		t.Fatal(r)
 	}
+	addUser(t, g.users, "fresh@example.test", testPassword, nil, false)
+	fresh := g.login(t, "fresh@example.test")
 	red.Stop()
-	// The first message left its room known for a few seconds, so RCPT
-	// may pass on it; the charge at the end of DATA cannot.
+	// A login whose room is not known asks Redis at RCPT.
+	fresh.cmd("MAIL FROM:<fresh@example.test>")
+	if r := fresh.cmd("RCPT TO:<a@remote.test>"); r.code != 451 || r.enhanced != "4.3.0" || strings.Contains(r.text, "redis") || strings.Contains(r.text, "127.0.0.1") {
+		t.Fatalf("Redis down, RCPT: %v", r)
+	}
+	// The first message left info's room known for a few seconds, so its
+	// RCPT may pass on it; the charge at the end of DATA cannot.
 	r := c.send("info@example.test", []string{"a@remote.test"}, simpleMessage("info@example.test", "a@remote.test", "down"))
 	if r.code != 451 || r.enhanced != "4.3.0" || strings.Contains(r.text, "redis") || strings.Contains(r.text, "127.0.0.1") {
 		t.Fatalf("Redis down: %v", r)
