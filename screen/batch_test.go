@@ -187,6 +187,14 @@ func TestScreenAndCommit(t *testing.T) {
 			t.Fatalf("copy %d: %d round trips, want 1 (RCPT granted from the room known)", n, trips)
 		}
 	}
+	// The charges in the batch closed the transactions' local grants.
+	st := q.Store().(*RedisStore)
+	st.rooms.mu.Lock()
+	open := len(st.rooms.txns)
+	st.rooms.mu.Unlock()
+	if open != 0 {
+		t.Fatalf("%d transactions still in the ledger after their charges, want 0", open)
+	}
 	// The 4th copy is deferred by the loop rule: not charged (and granted
 	// at RCPT from the room known, so nothing is held in Redis either).
 	if _, committed, err = send(login, "owner@remote.test", 4); err == nil || committed {

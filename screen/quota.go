@@ -106,6 +106,14 @@ func (q *Quota) Reserve(ctx context.Context, login string, override *int, txn st
 func (q *Quota) Commit(ctx context.Context, login string, override *int, txn, id string, n int) error {
 	c := q.charge(login, override, txn, id, n)
 	ref, err := q.store.Commit(ctx, c)
+	if err != nil && !q.config().AllowOnStoreError {
+		// The charge may have been made and its answer lost; the message
+		// is refused, so it is taken back (a refund of what was never
+		// charged changes nothing).
+		if r, ok := q.store.(refunder); ok {
+			r.Refund(ctx, c)
+		}
+	}
 	return q.verdict(login, "commit", ref, err)
 }
 

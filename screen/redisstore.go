@@ -39,7 +39,9 @@ type RedisStore struct {
 
 // NewRedisStore uses rdb (a single server, Sentinel or Cluster client).
 func NewRedisStore(rdb redis.UniversalClient, cfg StoreConfig) *RedisStore {
-	return &RedisStore{rdb: rdb, cfg: cfg}
+	r := &RedisStore{rdb: rdb, cfg: cfg}
+	r.rooms.life = cfg.Hold + time.Minute
+	return r
 }
 
 // quotaScript does reserve, commit, release, usage, reset, count and
@@ -363,13 +365,16 @@ func (r *RedisStore) Reserve(ctx context.Context, c Charge) (*Refusal, error) {
 	sc.args = append(sc.args, others) // checked too, not reserved
 	res, err := quotaScript.Run(ctx, r.rdb, sc.keys, sc.args...).Int64Slice()
 	if err != nil {
+		// The reservation may have been made and its answer lost: a
+		// release must ask Redis.
+		r.rooms.reserved(c, false)
 		return nil, fmt.Errorf("%w: reserve: %v", ErrStore, err)
 	}
 	r.rooms.note(c, res, time.Now())
 	if ref := r.refusal(c, res); ref != nil {
 		return ref, nil
 	}
-	r.rooms.reserved(c)
+	r.rooms.reserved(c, true)
 	return nil, nil
 }
 
@@ -384,16 +389,19 @@ func (r *RedisStore) Commit(ctx context.Context, c Charge) (*Refusal, error) {
 }
 
 // committed takes the answer res of Redis to c's commit: the room it
-// reports, and c's transaction out of the ledger of local grants.
+// reports, and, when it charged, c's transaction out of the ledger of
+// local grants (a refused one is still open: its release asks Redis).
 func (r *RedisStore) committed(c Charge, res []int64) {
 	r.rooms.note(c, res, time.Now())
-	r.rooms.done(c.Txn)
+	if len(res) > 0 && res[0] == 0 {
+		r.rooms.done(c.Txn, len(res) < 3)
+	}
 }
 
 // Release implements QuotaStore. A transaction granted only from the
 // known room, or for a login without a limit, holds nothing in Redis.
 func (r *RedisStore) Release(ctx context.Context, c Charge) error {
-	if known, inRedis := r.rooms.done(c.Txn); known && !inRedis || !known && limited(c) == 0 {
+	if known, inRedis := r.rooms.done(c.Txn, false); known && !inRedis || !known && limited(c) == 0 {
 		return nil
 	}
 	_, err := r.run(ctx, "release", c)

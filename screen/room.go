@@ -31,12 +31,18 @@ type rooms struct {
 	mu    sync.Mutex
 	m     map[string]*roomEntry
 	txns  map[string]*localGrant // by transaction
-	sweep int                    // len(m) at which stale entries are dropped
+	sweep int                    // len(m)+len(txns) at which stale entries are dropped
+	// life bounds how long a local grant is kept for a transaction that
+	// neither committed nor released (submit releases at RSET and logout,
+	// so only a lost session leaves one): as long as a reservation in
+	// Redis lives (NewRedisStore sets it; grantLife when zero).
+	life time.Duration
 }
 
 type roomEntry struct {
 	room    int       // recipients that fit, as Redis last reported
-	at      time.Time // when
+	at      time.Time // when (this instance's clock)
+	redisMs int64     // when, by Redis's clock: an older answer noted later is ignored
 	granted int       // recipients granted here since and not yet charged or released
 }
 
@@ -99,7 +105,10 @@ func (r *rooms) take(c Charge, now time.Time) (ok bool, held, others int) {
 	key := roomKey(c)
 	e := r.m[key]
 	if e != nil {
-		others = max(e.granted-held, 0)
+		others = e.granted
+		if g != nil && g.key == key {
+			others -= held // within one key granted includes held
+		}
 	}
 	if limited(c) != 1 || e == nil || now.Sub(e.at) >= roomTTL || now.Before(e.at) || e.room-e.granted-c.N < margin(c) {
 		return false, held, others
@@ -119,9 +128,11 @@ func (r *rooms) take(c Charge, now time.Time) (ok bool, held, others int) {
 	return true, 0, 0
 }
 
-// reserved records that c's transaction reserved in Redis, for what it
-// asked and all it held here, which Redis now holds instead.
-func (r *rooms) reserved(c Charge) {
+// reserved records that c's transaction may hold a reservation in Redis
+// (a release must ask Redis); moved: it reserved, for what it asked and
+// all it held here, which Redis now holds instead (false when the answer
+// was lost: what it held here stays counted).
+func (r *rooms) reserved(c Charge, moved bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	g := r.txns[c.Txn]
@@ -132,20 +143,26 @@ func (r *rooms) reserved(c Charge) {
 		}
 		r.txns[c.Txn] = g
 	}
-	r.dropLocked(g)
+	if moved {
+		r.dropLocked(g)
+	}
 	g.redis = true
 	g.at = time.Now()
 }
 
 // done ends the transaction txn's entry in the ledger (charged or
 // released): known reports whether there was one, and redis whether it
-// reserved in Redis.
-func (r *rooms) done(txn string) (known, redis bool) {
+// may hold a reservation in Redis. charged: its local grants became a
+// charge the last answer did not report, so they come off the room.
+func (r *rooms) done(txn string, charged bool) (known, redis bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	g := r.txns[txn]
 	if g == nil {
 		return false, false
+	}
+	if e := r.m[g.key]; e != nil && charged {
+		e.room -= g.n
 	}
 	r.dropLocked(g)
 	delete(r.txns, txn)
@@ -169,11 +186,12 @@ func (r *rooms) note(c Charge, res []int64, now time.Time) {
 		return // never granted here
 	}
 	var room int
+	var ms int64 // Redis's time of the answer
 	switch {
 	case len(res) >= 3 && res[0] == 0:
-		room = int(res[2])
-	case len(res) > 0 && res[0] == 1:
-		room = 0
+		room, ms = int(res[2]), res[1]
+	case len(res) >= 5 && res[0] == 1:
+		room, ms = 0, res[4]
 	default:
 		return
 	}
@@ -183,26 +201,28 @@ func (r *rooms) note(c Charge, res []int64, now time.Time) {
 	if r.m == nil {
 		r.m = make(map[string]*roomEntry)
 	}
-	if e := r.m[key]; e != nil {
-		e.room, e.at = room, now
-	} else {
-		r.m[key] = &roomEntry{room: room, at: now}
+	if e := r.m[key]; e == nil {
+		r.m[key] = &roomEntry{room: room, at: now, redisMs: ms}
+	} else if ms >= e.redisMs {
+		e.room, e.at, e.redisMs = room, now, ms
 	}
 	if len(r.m)+len(r.txns) >= r.sweep {
 		r.sweepLocked(now)
 	}
 }
 
-// grantLife bounds how long a local grant is kept for a transaction that
-// neither committed nor released (submit releases at RSET and logout, so
-// only a lost session leaves one): as long as a reservation in Redis.
+// grantLife is rooms.life when none is set.
 const grantLife = 15 * time.Minute
 
 // sweepLocked drops stale entries that no open transaction holds, and
-// grants older than grantLife.
+// grants older than life.
 func (r *rooms) sweepLocked(now time.Time) {
+	life := r.life
+	if life <= 0 {
+		life = grantLife
+	}
 	for txn, g := range r.txns {
-		if now.Sub(g.at) >= grantLife {
+		if now.Sub(g.at) >= life {
 			r.dropLocked(g)
 			delete(r.txns, txn)
 		}

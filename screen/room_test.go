@@ -2,11 +2,16 @@ package screen
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"sluice/screen/redistest"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // RCPT's pre-check is answered from the room the last answer of Redis
@@ -271,7 +276,213 @@ func TestKnownRoomExpires(t *testing.T) {
 	if ok, _, _ := r.take(c, now); ok {
 		t.Fatal("an answer without the room changed what is known")
 	}
-	if known, inRedis := r.done("t"); !known || inRedis {
+	if known, inRedis := r.done("t", false); !known || inRedis {
 		t.Fatalf("done(t): known %v, in Redis %v; want known, only local", known, inRedis)
+	}
+}
+
+// loseAnswer makes the next Redis call's answer lost after Redis ran it,
+// as a read timeout does.
+type loseAnswer struct{ next atomic.Bool }
+
+func (h *loseAnswer) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *loseAnswer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err == nil && h.next.Swap(false) {
+			err = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("i/o timeout")}
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+func (h *loseAnswer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// What may be held in Redis is released there: a reservation whose
+// answer was lost (made for a transaction that held local grants, which
+// it took over), and a transaction whose charge was refused. A transaction
+// granted only locally costs no release.
+func TestKnownRoomReleases(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	rdb := testRedisClient(t, srv.URL())
+	lose := &loseAnswer{}
+	rdb.AddHook(lose)
+	s := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Hour})
+	const limit = 100
+	c := func(txn string, n int) Charge { return login("rel@example.test", limit, txn, n) }
+	reserved := func() int {
+		t.Helper()
+		u, err := s.Usage(ctx, "example.test", "login:rel@example.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Reserved
+	}
+	if ref, err := s.Reserve(ctx, c("first", 1)); err != nil || ref != nil {
+		t.Fatal(ref, err)
+	}
+	if ref, err := s.Commit(ctx, c("first", 1)); err != nil || ref != nil {
+		t.Fatal(ref, err)
+	}
+
+	t.Run("granted locally only: no release in Redis", func(t *testing.T) {
+		if ref, err := s.Reserve(ctx, c("local", 1)); err != nil || ref != nil {
+			t.Fatal(ref, err)
+		}
+		before := s.Prechecks.KnownRoom.Load()
+		trips, _ := srv.RoundTrips(t, func() { s.Release(ctx, c("local", 0)) })
+		if trips != 0 || before == 0 {
+			t.Fatalf("release of a local grant: %d round trips (known-room grants %d), want 0", trips, before)
+		}
+	})
+	t.Run("lost answer of a reserve", func(t *testing.T) {
+		// 99 fit and a quarter (25) stays: 74 local grants, then the 75th
+		// reserves 75 in Redis, and its answer is lost.
+		local := s.Prechecks.KnownRoom.Load()
+		for i := 0; i < 74; i++ {
+			if ref, err := s.Reserve(ctx, c("big", 1)); err != nil || ref != nil {
+				t.Fatal(ref, err)
+			}
+		}
+		if n := s.Prechecks.KnownRoom.Load() - local; n != 74 || reserved() != 0 {
+			t.Fatalf("%d granted locally, %d reserved in Redis; want 74 and 0", n, reserved())
+		}
+		lose.next.Store(true)
+		if _, err := s.Reserve(ctx, c("big", 1)); err == nil {
+			t.Fatal("no error for a lost answer")
+		}
+		if r := reserved(); r != 75 {
+			t.Fatalf("%d reserved in Redis after the lost answer, want 75 (the transaction's)", r)
+		}
+		if err := s.Release(ctx, c("big", 0)); err != nil {
+			t.Fatal(err)
+		}
+		if r := reserved(); r != 0 {
+			t.Fatalf("after the release: %d still reserved in Redis", r)
+		}
+	})
+	t.Run("refused charge", func(t *testing.T) {
+		if ref, err := s.Reserve(ctx, c("over", 1)); err != nil || ref != nil {
+			t.Fatal(ref, err)
+		}
+		if ref, _ := s.Commit(ctx, c("over", limit)); ref == nil { // more than fits
+			t.Fatal("a charge past the limit went through")
+		}
+		if err := s.Release(ctx, c("over", 0)); err != nil {
+			t.Fatal(err)
+		}
+		if r := reserved(); r != 0 {
+			t.Fatalf("after the release: %d still reserved in Redis", r)
+		}
+	})
+	s.rooms.mu.Lock()
+	open := len(s.rooms.txns)
+	s.rooms.mu.Unlock()
+	if open != 0 {
+		t.Fatalf("%d transactions left in the ledger, want none", open)
+	}
+}
+
+// The ledger's arithmetic: what other transactions were granted counts
+// against a transaction whose own grants are under another key (a reload
+// changed the limit); an answer older (by Redis's clock) than the one
+// known is ignored; a charge reported without the room comes off it.
+func TestKnownRoomLedger(t *testing.T) {
+	now := time.Now()
+	ms := now.UnixMilli()
+	t.Run("others under another key", func(t *testing.T) {
+		var r rooms
+		old := func(txn string) Charge { return login("k@example.test", 100, txn, 1) }
+		nw := func(txn string) Charge { return login("k@example.test", 50, txn, 1) }
+		r.note(old("x"), []int64{0, ms, 90}, now)
+		for i := 0; i < 10; i++ {
+			if ok, _, _ := r.take(old("a"), now); !ok {
+				t.Fatal("a not granted")
+			}
+		}
+		r.note(nw("x"), []int64{0, ms, 45}, now)
+		for i := 0; i < 15; i++ {
+			if ok, _, _ := r.take(nw("b"), now); !ok {
+				t.Fatal("b not granted")
+			}
+		}
+		if ok, held, others := r.take(nw("a"), now); ok || held != 10 || others != 15 {
+			t.Fatalf("a under the new limit: granted %v, held %d, others %d; want asked, 10, 15", ok, held, others)
+		}
+	})
+	t.Run("older answer ignored", func(t *testing.T) {
+		var r rooms
+		c := login("s@example.test", 100, "t", 1)
+		r.note(c, []int64{0, ms + 5, 24}, now) // the newer answer, noted first
+		r.note(c, []int64{0, ms, 90}, now)
+		if ok, _, _ := r.take(c, now); ok {
+			t.Fatal("granted from the older answer (90) though Redis said 24 later")
+		}
+	})
+	t.Run("charge without the room", func(t *testing.T) {
+		var r rooms
+		c := login("w@example.test", 100, "t", 1)
+		r.note(c, []int64{0, ms, 40}, now)
+		for i := 0; i < 10; i++ {
+			r.take(c, now)
+		}
+		r.done("t", true) // {0, now}: charged, the room not reported
+		if ok, _, _ := r.take(login("w@example.test", 100, "u", 6), now); ok {
+			t.Fatal("granted 6 of a room of 30 with a margin of 25")
+		}
+		if ok, _, _ := r.take(login("w@example.test", 100, "u", 5), now); !ok {
+			t.Fatal("5 of a room of 30 with a margin of 25 not granted")
+		}
+	})
+}
+
+// A login whose domain has a total is never granted locally: other logins
+// of the domain use its room unseen.
+func TestKnownRoomNotWithDomainTotal(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+	c := func(txn string) Charge {
+		return Charge{Tag: "example.test", Txn: txn, ID: txn, N: 1,
+			Scopes: []Scope{{Key: "login:d@example.test", Limit: 100}, {Key: "domain:example.test", Limit: 1000}}}
+	}
+	for i := 0; i < 5; i++ {
+		if ref, err := s.Reserve(ctx, c(fmt.Sprint("t", i))); err != nil || ref != nil {
+			t.Fatal(ref, err)
+		}
+		if ref, err := s.Commit(ctx, c(fmt.Sprint("t", i))); err != nil || ref != nil {
+			t.Fatal(ref, err)
+		}
+	}
+	if local, asked := s.Prechecks.KnownRoom.Load(), s.Prechecks.Redis.Load(); local != 0 || asked != 5 {
+		t.Fatalf("%d granted locally, %d asked Redis; want 0 and 5", local, asked)
+	}
+}
+
+// A charge whose answer is lost is refused (451 4.3.0) and taken back: the
+// client sends the message again, and it must not count twice.
+func TestLostChargeIsRefunded(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	rdb := testRedisClient(t, srv.URL())
+	lose := &loseAnswer{}
+	rdb.AddHook(lose)
+	q := NewQuota(NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute}), QuotaConfig{Default: 10}, quiet)
+	const login = "lost@example.test"
+	if err := q.Reserve(ctx, login, nil, "t1", 1); err != nil {
+		t.Fatal(err)
+	}
+	lose.next.Store(true)
+	err := q.Commit(ctx, login, nil, "t1", "m1", 1)
+	var v *Verdict
+	if !errors.As(err, &v) || v.Code != 451 || v.Enhanced != [3]int{4, 3, 0} {
+		t.Fatalf("commit with its answer lost: %v, want 451 4.3.0", err)
+	}
+	u, err := q.Store().Usage(ctx, "example.test", "login:"+login)
+	if err != nil || u.Used != 0 {
+		t.Fatalf("usage %+v %v; want the refused message not charged", u, err)
 	}
 }

@@ -105,10 +105,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return errRcptSyntax
 	}
 	if q := s.srv.Quota; q != nil {
+		// Set first: a reservation whose answer was lost (a store error)
+		// may still be held, and the release gives it back.
+		s.reserved = true
 		if err := q.Reserve(context.Background(), s.login.Name, s.login.Quota, s.txn, 1); err != nil {
 			return toReply(err)
 		}
-		s.reserved = true
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
