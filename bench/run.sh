@@ -11,6 +11,7 @@
 #                [--users 50] [--concurrency "1 10 50 100"] [--reuse 100]
 #                [--reuse1-concurrency 10] [--drain-wait 60] [--bin PATH]
 #                [--sink auto|go|postfix] [--half-load-concurrency 10]
+#                [--half-load-rate N]
 #                [--pin-server CPU] [--redis tcp|unix] [--keep]
 #
 # --redis unix: Sluice reaches Redis over its Unix socket (redis_url =
@@ -26,6 +27,7 @@ source "$(dirname "$0")/lib.sh"
 
 SINK=auto
 HALF_CONC=10
+HALF_RATE=""
 PIN=""
 REDIS_VIA=tcp
 while [ $# -gt 0 ]; do
@@ -34,14 +36,16 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --sink) SINK=$2; shift 2 ;;
     --half-load-concurrency) HALF_CONC=$2; shift 2 ;;
+    --half-load-rate) HALF_RATE=$2; shift 2 ;;
     --pin-server) PIN=$2; shift 2 ;;
     --redis) REDIS_VIA=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 check_common_options
 case "$SINK" in auto|go|postfix) ;; *) die "--sink $SINK: use auto, go or postfix" ;; esac
+case "$HALF_RATE" in "") ;; *[!0-9]*|0) die "--half-load-rate $HALF_RATE: give messages per second, a whole number above 0" ;; esac
 case "$REDIS_VIA" in tcp|unix) ;; *) die "--redis $REDIS_VIA: use tcp or unix" ;; esac
 for tool in redis-server redis-cli jq go; do
   if [ "$tool" = go ] && [ -n "$BIN" ]; then continue; fi
@@ -262,6 +266,9 @@ for c in $CONCURRENCY; do bench_run "c$c-reuse$REUSE" "$c" "$REUSE"; done
 # latency a server at half its capacity gives.
 MAX_RATE=$(for c in $CONCURRENCY; do jq .msgs_per_s "$WORK/c$c-reuse$REUSE.json"; done | sort -g | tail -1)
 HALF=$(awk -v m="$MAX_RATE" 'BEGIN { printf "%d", m / 2 }')
+# --half-load-rate N: that rate instead, so that two builds are compared
+# at the same load.
+if [ -n "$HALF_RATE" ]; then HALF=$HALF_RATE; fi
 if [ "$HALF" -gt 0 ]; then bench_run "half-load-$HALF" "$HALF_CONC" "$REUSE" --rate "$HALF"; fi
 if [ "$REUSE1_CONCURRENCY" -gt 0 ]; then bench_run "c$REUSE1_CONCURRENCY-reuse1" "$REUSE1_CONCURRENCY" 1; fi
 
