@@ -140,17 +140,10 @@ func TestKnownRoomNeverOvershoots(t *testing.T) {
 // move into the Redis reservation once it runs low), and the charge of
 // those accepted goes through.
 func TestKnownRoomOneTransaction(t *testing.T) {
-	srv := redistest.Start(t)
 	ctx := context.Background()
-	s := NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+	s := roomStore(t)
 	const limit = 20
-	first := login("big@example.test", limit, "first", 1)
-	if ref, err := s.Reserve(ctx, first); err != nil || ref != nil {
-		t.Fatal(ref, err)
-	}
-	if ref, err := s.Commit(ctx, first); err != nil || ref != nil { // 19 fit now, and s knows it
-		t.Fatal(ref, err)
-	}
+	sendOne(t, s, login("big@example.test", limit, "first", 1)) // 19 fit now, and s knows it
 	accepted := 0
 	for i := 0; i < 40; i++ {
 		ref, err := s.Reserve(ctx, login("big@example.test", limit, "big", 1))
@@ -168,26 +161,18 @@ func TestKnownRoomOneTransaction(t *testing.T) {
 	if ref, err := s.Commit(ctx, login("big@example.test", limit, "big", accepted)); err != nil || ref != nil {
 		t.Fatalf("the charge of the %d accepted: %+v %v", accepted, ref, err)
 	}
-	if u, err := s.Usage(ctx, "example.test", "login:big@example.test"); err != nil || u.Used != limit || u.Reserved != 0 {
-		t.Fatalf("usage %+v %v; want %d used, none held", u, err, limit)
-	}
+	wantUsed(t, s, "big@example.test", limit)
 }
 
 // Several open transactions on one instance: what one was granted from
 // the known room counts against the others, in Redis's check too, so RCPT
 // lets through exactly what fits and no charge is refused.
 func TestKnownRoomOpenTransactions(t *testing.T) {
-	srv := redistest.Start(t)
 	ctx := context.Background()
-	s := NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+	s := roomStore(t)
 	const limit = 20
 	c := func(txn string, n int) Charge { return login("open@example.test", limit, txn, n) }
-	if ref, err := s.Reserve(ctx, c("first", 1)); err != nil || ref != nil {
-		t.Fatal(ref, err)
-	}
-	if ref, err := s.Commit(ctx, c("first", 1)); err != nil || ref != nil {
-		t.Fatal(ref, err)
-	}
+	sendOne(t, s, c("first", 1))
 	got := map[string]int{}
 	rcpts := func(txn string, most int) {
 		for got[txn] < most {
@@ -218,18 +203,15 @@ func TestKnownRoomOpenTransactions(t *testing.T) {
 			t.Fatalf("charge of %s (%d): %+v %v; want charged", txn, got[txn], ref, err)
 		}
 	}
-	if u, err := s.Usage(ctx, "example.test", "login:open@example.test"); err != nil || u.Used != limit || u.Reserved != 0 {
-		t.Fatalf("usage %+v %v; want %d used, none held", u, err, limit)
-	}
+	wantUsed(t, s, "open@example.test", limit)
 }
 
 // A commit run again after its answer was lost (go-redis retries a call
 // that timed out) finds its charge and says so, even at the limit: the
 // message is not refused for its own charge.
 func TestRetriedCommitAtTheLimit(t *testing.T) {
-	srv := redistest.Start(t)
 	ctx := context.Background()
-	s := NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+	s := roomStore(t)
 	c := login("edge@example.test", 3, "t", 3)
 	for i := 0; i < 3; i++ {
 		if ref, err := s.Reserve(ctx, login("edge@example.test", 3, "t", 1)); err != nil || ref != nil {
@@ -241,9 +223,7 @@ func TestRetriedCommitAtTheLimit(t *testing.T) {
 			t.Fatalf("commit, try %d: %+v %v; want charged", try, ref, err)
 		}
 	}
-	if u, err := s.Usage(ctx, "example.test", "login:edge@example.test"); err != nil || u.Used != 3 {
-		t.Fatalf("usage %+v %v; want 3 (charged once)", u, err)
-	}
+	wantUsed(t, s, "edge@example.test", 3) // charged once
 	if ref, _ := s.Commit(ctx, login("edge@example.test", 3, "other", 1)); ref == nil {
 		t.Fatal("another message past the limit was charged")
 	}
@@ -300,16 +280,24 @@ func (h *loseAnswer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
+// lossyRedis is a redis-server of its own and a client whose next answer
+// lose can drop.
+func lossyRedis(t *testing.T) (*redistest.Server, redis.UniversalClient, *loseAnswer) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := testRedisClient(t, srv.URL())
+	lose := &loseAnswer{}
+	rdb.AddHook(lose)
+	return srv, rdb, lose
+}
+
 // What may be held in Redis is released there: a reservation whose
 // answer was lost (made for a transaction that held local grants, which
 // it took over), and a transaction whose charge was refused. A transaction
 // granted only locally costs no release.
 func TestKnownRoomReleases(t *testing.T) {
-	srv := redistest.Start(t)
+	srv, rdb, lose := lossyRedis(t)
 	ctx := context.Background()
-	rdb := testRedisClient(t, srv.URL())
-	lose := &loseAnswer{}
-	rdb.AddHook(lose)
 	s := NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Hour})
 	const limit = 100
 	c := func(txn string, n int) Charge { return login("rel@example.test", limit, txn, n) }
@@ -321,12 +309,7 @@ func TestKnownRoomReleases(t *testing.T) {
 		}
 		return u.Reserved
 	}
-	if ref, err := s.Reserve(ctx, c("first", 1)); err != nil || ref != nil {
-		t.Fatal(ref, err)
-	}
-	if ref, err := s.Commit(ctx, c("first", 1)); err != nil || ref != nil {
-		t.Fatal(ref, err)
-	}
+	sendOne(t, s, c("first", 1))
 
 	t.Run("granted locally only: no release in Redis", func(t *testing.T) {
 		if ref, err := s.Reserve(ctx, c("local", 1)); err != nil || ref != nil {
@@ -442,20 +425,13 @@ func TestKnownRoomLedger(t *testing.T) {
 // A login whose domain has a total is never granted locally: other logins
 // of the domain use its room unseen.
 func TestKnownRoomNotWithDomainTotal(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx := context.Background()
-	s := NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+	s := roomStore(t)
 	c := func(txn string) Charge {
 		return Charge{Tag: "example.test", Txn: txn, ID: txn, N: 1,
 			Scopes: []Scope{{Key: "login:d@example.test", Limit: 100}, {Key: "domain:example.test", Limit: 1000}}}
 	}
 	for i := 0; i < 5; i++ {
-		if ref, err := s.Reserve(ctx, c(fmt.Sprint("t", i))); err != nil || ref != nil {
-			t.Fatal(ref, err)
-		}
-		if ref, err := s.Commit(ctx, c(fmt.Sprint("t", i))); err != nil || ref != nil {
-			t.Fatal(ref, err)
-		}
+		sendOne(t, s, c(fmt.Sprint("t", i)))
 	}
 	if local, asked := s.Prechecks.KnownRoom.Load(), s.Prechecks.Redis.Load(); local != 0 || asked != 5 {
 		t.Fatalf("%d granted locally, %d asked Redis; want 0 and 5", local, asked)
@@ -465,11 +441,8 @@ func TestKnownRoomNotWithDomainTotal(t *testing.T) {
 // A charge whose answer is lost is refused (451 4.3.0) and taken back: the
 // client sends the message again, and it must not count twice.
 func TestLostChargeIsRefunded(t *testing.T) {
-	srv := redistest.Start(t)
+	_, rdb, lose := lossyRedis(t)
 	ctx := context.Background()
-	rdb := testRedisClient(t, srv.URL())
-	lose := &loseAnswer{}
-	rdb.AddHook(lose)
 	q := NewQuota(NewRedisStore(rdb, StoreConfig{Window: time.Hour, Hold: time.Minute}), QuotaConfig{Default: 10}, quiet)
 	const login = "lost@example.test"
 	if err := q.Reserve(ctx, login, nil, "t1", 1); err != nil {
@@ -484,5 +457,39 @@ func TestLostChargeIsRefunded(t *testing.T) {
 	u, err := q.Store().Usage(ctx, "example.test", "login:"+login)
 	if err != nil || u.Used != 0 {
 		t.Fatalf("usage %+v %v; want the refused message not charged", u, err)
+	}
+}
+
+// roomStore is a RedisStore on a redis-server of its own.
+func roomStore(t *testing.T) *RedisStore {
+	t.Helper()
+	srv := redistest.Start(t)
+	return NewRedisStore(testRedisClient(t, srv.URL()), StoreConfig{Window: time.Hour, Hold: time.Minute})
+}
+
+// sendOne reserves c's recipients one by one and charges them, failing
+// the test on any refusal: afterwards the store knows c's room.
+func sendOne(t *testing.T, s *RedisStore, c Charge) {
+	t.Helper()
+	ctx := context.Background()
+	one := c
+	one.N = 1
+	for i := 0; i < c.N; i++ {
+		if ref, err := s.Reserve(ctx, one); err != nil || ref != nil {
+			t.Fatalf("reserve %s: %+v %v", c.Txn, ref, err)
+		}
+	}
+	if ref, err := s.Commit(ctx, c); err != nil || ref != nil {
+		t.Fatalf("commit %s: %+v %v", c.Txn, ref, err)
+	}
+}
+
+// wantUsed fails unless login has used recipients charged and none held
+// in Redis.
+func wantUsed(t *testing.T, s *RedisStore, login string, used int) {
+	t.Helper()
+	u, err := s.Usage(context.Background(), "example.test", "login:"+login)
+	if err != nil || u.Used != used || u.Reserved != 0 {
+		t.Fatalf("usage of %s %+v %v; want %d used, none held", login, u, err, used)
 	}
 }
