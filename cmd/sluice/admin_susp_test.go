@@ -118,11 +118,7 @@ func shsTestAdminReadOnly(t *testing.T) {
 // in Redis reads in usage with its time, refuses AUTH, and PATCH
 // disabled=false lifts it.
 func shsTestAdminRedis(t *testing.T, s *admServer, red *redistest.Server) {
-	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
+	rdb := redisClient(t, red)
 	const why = "suspended for suspected abuse: 12 first-time recipients within an hour (threshold 10)"
 	if _, err := screen.NewRedisSuspensions(rdb, 0).Record(context.Background(), alice.addr, why); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"sluice/screen"
 	"sluice/screen/redistest"
@@ -36,11 +35,7 @@ func TestAuthOneRedisRoundTrip(t *testing.T) {
 		t.Fatalf("AUTH: %d %s in %d Redis round trips, commands %v; want 235 in 1, pttl 2 and get 1", code, text, trips, calls)
 	}
 
-	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
+	rdb := redisClient(t, red)
 	store := screen.NewRedisSuspensions(rdb, 0)
 	ctx := context.Background()
 	const why = "suspended for suspected abuse: 8 first-time recipients within an hour (threshold 3)"

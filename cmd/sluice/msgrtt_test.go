@@ -15,6 +15,8 @@ import (
 
 	"sluice/screen"
 	"sluice/screen/redistest"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestMessageOneRedisRoundTrip(t *testing.T) {
@@ -84,11 +86,18 @@ func TestChargedThenRefusedIsRefunded(t *testing.T) {
 // msgUsage is login's hourly quota usage as the Redis at red holds it.
 func msgUsage(t *testing.T, red *redistest.Server, login string) (screen.Usage, error) {
 	t.Helper()
+	st := screen.NewRedisStore(redisClient(t, red), screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
+	return st.Usage(context.Background(), login[strings.LastIndexByte(login, '@')+1:], "login:"+login)
+}
+
+// redisClient is a client of the Redis at red, as another instance would
+// have, closed when the test ends.
+func redisClient(t *testing.T, red *redistest.Server) redis.UniversalClient {
+	t.Helper()
 	rdb, err := screen.NewRedisClient(red.URL(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rdb.Close()
-	st := screen.NewRedisStore(rdb, screen.StoreConfig{Window: time.Hour, Hold: time.Minute})
-	return st.Usage(context.Background(), login[strings.LastIndexByte(login, '@')+1:], "login:"+login)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
 }
