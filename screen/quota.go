@@ -110,9 +110,7 @@ func (q *Quota) Commit(ctx context.Context, login string, override *int, txn, id
 		// The charge may have been made and its answer lost; the message
 		// is refused, so it is taken back (a refund of what was never
 		// charged changes nothing).
-		if r, ok := q.store.(refunder); ok {
-			r.Refund(ctx, c)
-		}
+		q.Refund(ctx, login, override, id, n)
 	}
 	return q.verdict(login, "commit", ref, err)
 }

@@ -32,9 +32,15 @@ type RedisStore struct {
 	cfg   StoreConfig
 	rooms rooms // RCPT pre-checks answered without a round trip
 
-	// Prechecks counts Reserve's answers by where they came from (for
-	// metrics): no limit, the room known, or Redis.
-	Prechecks struct{ NoLimit, KnownRoom, Redis atomic.Int64 }
+	// prechecks counts Reserve's answers by where they came from: no
+	// limit, the room known, or Redis (PrecheckCounts).
+	prechecks struct{ noLimit, knownRoom, redis atomic.Int64 }
+}
+
+// PrecheckCounts reports how Reserve answered so far (for metrics): for
+// logins without a limit, from the room known, and by asking Redis.
+func (r *RedisStore) PrecheckCounts() (noLimit, knownRoom, redis int64) {
+	return r.prechecks.noLimit.Load(), r.prechecks.knownRoom.Load(), r.prechecks.redis.Load()
 }
 
 // NewRedisStore uses rdb (a single server, Sentinel or Cluster client).
@@ -350,15 +356,15 @@ func (r *RedisStore) refusal(c Charge, res []int64) *Refusal {
 // neither asks Redis, whose commit at the end of DATA checks the limit.
 func (r *RedisStore) Reserve(ctx context.Context, c Charge) (*Refusal, error) {
 	if limited(c) == 0 {
-		r.Prechecks.NoLimit.Add(1)
+		r.prechecks.noLimit.Add(1)
 		return nil, nil
 	}
 	ok, held, others := r.rooms.take(c, time.Now())
 	if ok {
-		r.Prechecks.KnownRoom.Add(1)
+		r.prechecks.knownRoom.Add(1)
 		return nil, nil
 	}
-	r.Prechecks.Redis.Add(1)
+	r.prechecks.redis.Add(1)
 	all := c
 	all.N += held // the transaction's local grants move into Redis with it
 	sc := r.call("reserve", all)

@@ -315,7 +315,7 @@ func TestKnownRoomReleases(t *testing.T) {
 		if ref, err := s.Reserve(ctx, c("local", 1)); err != nil || ref != nil {
 			t.Fatal(ref, err)
 		}
-		before := s.Prechecks.KnownRoom.Load()
+		before := s.prechecks.knownRoom.Load()
 		trips, _ := srv.RoundTrips(t, func() { s.Release(ctx, c("local", 0)) })
 		if trips != 0 || before == 0 {
 			t.Fatalf("release of a local grant: %d round trips (known-room grants %d), want 0", trips, before)
@@ -324,13 +324,13 @@ func TestKnownRoomReleases(t *testing.T) {
 	t.Run("lost answer of a reserve", func(t *testing.T) {
 		// 99 fit and a quarter (25) stays: 74 local grants, then the 75th
 		// reserves 75 in Redis, and its answer is lost.
-		local := s.Prechecks.KnownRoom.Load()
+		local := s.prechecks.knownRoom.Load()
 		for i := 0; i < 74; i++ {
 			if ref, err := s.Reserve(ctx, c("big", 1)); err != nil || ref != nil {
 				t.Fatal(ref, err)
 			}
 		}
-		if n := s.Prechecks.KnownRoom.Load() - local; n != 74 || reserved() != 0 {
+		if n := s.prechecks.knownRoom.Load() - local; n != 74 || reserved() != 0 {
 			t.Fatalf("%d granted locally, %d reserved in Redis; want 74 and 0", n, reserved())
 		}
 		lose.next.Store(true)
@@ -433,7 +433,7 @@ func TestKnownRoomNotWithDomainTotal(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		sendOne(t, s, c(fmt.Sprint("t", i)))
 	}
-	if local, asked := s.Prechecks.KnownRoom.Load(), s.Prechecks.Redis.Load(); local != 0 || asked != 5 {
+	if local, asked := s.prechecks.knownRoom.Load(), s.prechecks.redis.Load(); local != 0 || asked != 5 {
 		t.Fatalf("%d granted locally, %d asked Redis; want 0 and 5", local, asked)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +27,12 @@ type metrics struct {
 	deliveries  *prometheus.CounterVec
 	latency     prometheus.Histogram
 	dkim        *prometheus.CounterVec
+}
+
+// precheckCounter is a quota store that counts how RCPT's pre-checks were
+// answered (the Redis store).
+type precheckCounter interface {
+	PrecheckCounts() (noLimit, knownRoom, redis int64)
 }
 
 // submitCounts are the submit.Server's own counters: lockout-store
@@ -63,12 +68,16 @@ func newMetrics(sp *spool.Spool, q *screen.Quota, g submitCounts) *metrics {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_quota_refusals_total",
 		Help: "RCPT or DATA refused with 451 4.7.1 because a login or domain reached its hourly quota."},
 		func() float64 { return float64(q.Refusals.Load()) }))
-	if rs, ok := q.Store().(*screen.RedisStore); ok {
-		for answer, n := range map[string]*atomic.Int64{"no-limit": &rs.Prechecks.NoLimit, "known-room": &rs.Prechecks.KnownRoom, "redis": &rs.Prechecks.Redis} {
+	if pc, ok := q.Store().(precheckCounter); ok {
+		for answer, count := range map[string]func() int64{
+			"no-limit":   func() int64 { n, _, _ := pc.PrecheckCounts(); return n },
+			"known-room": func() int64 { _, n, _ := pc.PrecheckCounts(); return n },
+			"redis":      func() int64 { _, _, n := pc.PrecheckCounts(); return n },
+		} {
 			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_quota_prechecks_total",
 				Help:        "RCPT quota pre-checks with Redis, by answer: no-limit (the login has none: nothing to hold), known-room (granted from the room Redis last reported, no round trip), redis (reserved in Redis).",
 				ConstLabels: prometheus.Labels{"answer": answer}},
-				func() float64 { return float64(n.Load()) }))
+				func() float64 { return float64(count()) }))
 		}
 	}
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_store_errors_total",
