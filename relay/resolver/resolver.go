@@ -7,6 +7,8 @@ package resolver
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -147,12 +149,16 @@ func negativeTTL(in *dns.Msg, max time.Duration) time.Duration {
 // or server: a DNS error without the server's address ("SERVFAIL"), a
 // network error without Go's operation and socket addresses ("dial tcp
 // 192.0.2.1:25: connect: connection refused" is "connection refused"), an
-// end of input as the peer closing the connection; anything else as it
-// is. The relay's DSN reply lines use it as well.
+// end of input as the peer closing the connection, a TLS failure in words
+// that say what is wrong with the server's certificate or handshake;
+// anything else as it is. The relay's DSN reply lines use it as well.
 func Cause(err error) string {
 	var de *net.DNSError
 	if errors.As(err, &de) && de.Err != "" {
 		return de.Err
+	}
+	if why := tlsCause(err); why != "" {
+		return why
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return "the server closed the connection"
@@ -166,6 +172,33 @@ func Cause(err error) string {
 		err = sc.Err
 	}
 	return err.Error()
+}
+
+// tlsCause says what a failed TLS handshake means for the server's
+// operator; "" when err is no TLS failure.
+func tlsCause(err error) string {
+	var host x509.HostnameError
+	var authority x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var record tls.RecordHeaderError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &host):
+		return "the server's certificate is not valid for " + host.Host
+	case errors.As(err, &authority):
+		return "the server's certificate is not signed by a known certificate authority (self-signed or an incomplete chain)"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "the server's certificate has expired or is not valid yet"
+	case errors.As(err, &invalid):
+		return "the server's certificate is not valid"
+	case errors.As(err, &record):
+		return "the server did not answer in TLS"
+	case errors.As(err, &op) && op.Op == "remote error":
+		// An alert the server sent: "tls: handshake failure", "tls:
+		// protocol version not supported"...
+		return "the server refused the TLS handshake (" + strings.TrimPrefix(op.Err.Error(), "tls: ") + ")"
+	}
+	return ""
 }
 
 func isTimeout(err error) bool {
