@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/relay/spool"
@@ -75,7 +76,7 @@ type Relay struct {
 	queued  map[string]*dueItem // in the heap, or nil while in flight
 	wake    chan struct{}
 	work    chan string
-	fresh   int // dueItems with fresh set (Backlog)
+	fresh   atomic.Int64 // dueItems with fresh set (Backlog reads it without r.mu)
 	domains map[string]*slots
 	pool    *connPool
 	wg      sync.WaitGroup
@@ -130,7 +131,7 @@ func (r *Relay) Enqueued(id string) {
 	}
 	r.push(id, r.now(), 0)
 	r.queued[id].fresh = true
-	r.fresh++
+	r.fresh.Add(1)
 }
 
 // Workers is how many messages the relay delivers at once (its
@@ -141,11 +142,7 @@ func (r *Relay) Workers() int { return r.cfg.Workers }
 // attempt (the one being handed to a worker aside): it grows when mail
 // comes in faster than it goes out, which submit answers by slowing new
 // transactions down (in-flow delay).
-func (r *Relay) Backlog() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.fresh
-}
+func (r *Relay) Backlog() int { return int(r.fresh.Load()) }
 
 // Kick rereads the queue directory (after `sluice queue retry/release`).
 func (r *Relay) Kick() {
@@ -223,7 +220,7 @@ func (r *Relay) popDue() (string, time.Duration) {
 	it := heap.Pop(&r.due).(*dueItem)
 	r.queued[it.id] = nil // in flight
 	if it.fresh {
-		r.fresh--
+		r.fresh.Add(-1)
 	}
 	return it.id, 0
 }
