@@ -184,11 +184,7 @@ func (p *Pipeline) action(m *Message, rule string) string {
 	if len(p.Overrides) == 0 {
 		return "" // the usual case: no From to parse
 	}
-	keys := []string{strings.ToLower(m.Login), domainOf(m.Login)}
-	if froms := m.Addresses("From"); len(froms) == 1 {
-		keys = append(keys, domainOf(froms[0]))
-	}
-	for _, k := range keys {
+	for _, k := range m.overrideKeys() {
 		if o, ok := p.Overrides[k]; ok {
 			if a, ok := o[rule]; ok {
 				return a
@@ -256,7 +252,7 @@ func nowID() string {
 // queued after all, the caller refunds it.
 func (p *Pipeline) ScreenAndCommit(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool,
 	override *int, txn, id string) (hold string, headers []byte, committed bool, err error) {
-	m := &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
+	m := newMessage(login, ourHost, envFrom, rcpts, raw, smtputf8)
 	if p.Quota != nil {
 		if bc, ok := p.Quota.commitCall(login, override, txn, id, len(rcpts)); ok {
 			m.commit = bc
@@ -273,7 +269,12 @@ func (p *Pipeline) ScreenAndCommit(ctx context.Context, login, ourHost, envFrom 
 // accepted message (each ending in CRLF; e.g. "X-Spam: Yes" when Rspamd
 // says "add header"), for the caller to add before signing.
 func (p *Pipeline) ScreenMessageHeaders(ctx context.Context, login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) (string, []byte, error) {
-	return p.screen(ctx, &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost})
+	return p.screen(ctx, newMessage(login, ourHost, envFrom, rcpts, raw, smtputf8))
+}
+
+// newMessage is the message submit hands over, for the pipeline.
+func newMessage(login, ourHost, envFrom string, rcpts []string, raw []byte, smtputf8 bool) *Message {
+	return &Message{Login: login, EnvelopeFrom: envFrom, Rcpts: rcpts, Raw: raw, SMTPUTF8: smtputf8, OurHostname: ourHost}
 }
 
 func (p *Pipeline) screen(ctx context.Context, m *Message) (string, []byte, error) {

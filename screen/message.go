@@ -37,6 +37,22 @@ type Message struct {
 	// commit, when set, is a quota commit to send with the counting
 	// rules' batch (Pipeline.ScreenAndCommit).
 	commit *batchCommit
+
+	ovKeys []string // see overrideKeys; nil until asked
+}
+
+// overrideKeys are the names an override may be set under for this
+// message, in the order they apply: the login, its domain, and the header
+// From's domain when there is one From. Worked out once a message (the
+// pipeline asks for each rule).
+func (m *Message) overrideKeys() []string {
+	if m.ovKeys == nil {
+		m.ovKeys = []string{strings.ToLower(m.Login), domainOf(m.Login)}
+		if froms := m.Addresses("From"); len(froms) == 1 {
+			m.ovKeys = append(m.ovKeys, domainOf(froms[0]))
+		}
+	}
+	return m.ovKeys
 }
 
 // batchCommit is a quota commit riding on the counting rules' round trip.
