@@ -52,7 +52,21 @@ func (ca *testCA) leaf(t testing.TB, hosts ...string) tls.Certificate {
 	return cert
 }
 
+// expiredLeaf returns a certificate for hosts signed by the CA whose
+// validity ended a day ago.
+func (ca *testCA) expiredLeaf(t testing.TB, hosts ...string) tls.Certificate {
+	t.Helper()
+	cert, _ := issueFor(t, hosts, ca.cert, ca.key, false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	return cert
+}
+
 func issue(t testing.TB, hosts []string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool) (tls.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	return issueFor(t, hosts, parent, parentKey, isCA, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// issueFor is issue with the validity given.
+func issueFor(t testing.TB, hosts []string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool, notBefore, notAfter time.Time) (tls.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -62,8 +76,8 @@ func issue(t testing.TB, hosts []string, parent *x509.Certificate, parentKey *ec
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: "sluice test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     hosts,

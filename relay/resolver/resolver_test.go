@@ -2,16 +2,9 @@ package resolver
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -292,96 +285,4 @@ func TestCause(t *testing.T) {
 			}
 		})
 	}
-}
-
-// A failed TLS handshake with a receiving server reads, in a bounce, as
-// what is wrong with that server's certificate or TLS, not as Go's error
-// text: each case below is a real handshake on loopback.
-func TestCauseTLS(t *testing.T) {
-	now := time.Now()
-	valid := causeCert(t, "mx.remote.test", now.Add(-time.Hour), now.Add(time.Hour))
-	expired := causeCert(t, "mx.remote.test", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
-	pool := func(certs ...tls.Certificate) *x509.CertPool {
-		p := x509.NewCertPool()
-		for _, c := range certs {
-			p.AddCert(c.Leaf)
-		}
-		return p
-	}
-	for _, tc := range []struct {
-		name   string
-		server *tls.Config // nil: a server that answers in plain text
-		client *tls.Config
-		want   string
-	}{
-		{"wrong name", &tls.Config{Certificates: []tls.Certificate{valid}},
-			&tls.Config{ServerName: "other.remote.test", RootCAs: pool(valid)},
-			"the server's certificate is not valid for other.remote.test"},
-		{"unknown authority", &tls.Config{Certificates: []tls.Certificate{valid}},
-			&tls.Config{ServerName: "mx.remote.test", RootCAs: pool()},
-			"the server's certificate is not signed by a known certificate authority (self-signed or an incomplete chain)"},
-		{"expired", &tls.Config{Certificates: []tls.Certificate{expired}},
-			&tls.Config{ServerName: "mx.remote.test", RootCAs: pool(expired)},
-			"the server's certificate has expired or is not valid yet"},
-		{"alert", &tls.Config{Certificates: []tls.Certificate{valid}, MinVersion: tls.VersionTLS13},
-			&tls.Config{ServerName: "mx.remote.test", RootCAs: pool(valid), MaxVersion: tls.VersionTLS12},
-			"the server refused the TLS handshake (protocol version not supported)"},
-		{"no TLS", nil, &tls.Config{ServerName: "mx.remote.test", RootCAs: pool(valid)},
-			"the server did not answer in TLS"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				if tc.server == nil {
-					c.Write([]byte("220 mx.remote.test ESMTP\r\n"))
-					io.Copy(io.Discard, c)
-					return
-				}
-				tls.Server(c, tc.server).Handshake()
-			}()
-			c, err := net.Dial("tcp", l.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			err = tls.Client(c, tc.client).Handshake()
-			if err == nil {
-				t.Fatal("the handshake succeeded")
-			}
-			if got := Cause(err); got != tc.want {
-				t.Errorf("Cause(%v) = %q, want %q", err, got, tc.want)
-			}
-		})
-	}
-}
-
-// causeCert is a self-signed certificate for host, valid from notBefore
-// to notAfter.
-func causeCert(t *testing.T, host string, notBefore, notAfter time.Time) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
